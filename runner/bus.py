@@ -1,0 +1,105 @@
+"""The message bus: topology of the play exchange and B's confirmed publisher.
+
+B publishes one persistent message per play to the durable direct exchange
+``tombola.plays``; it feeds the queues ``tombola.w1`` and ``tombola.w2``.
+A message that fails too often goes through ``tombola.dead`` to its queue's
+dead-letter queue (``tombola.w1.dead``, ``tombola.w2.dead``).
+
+Every party declares the whole topology: with RabbitMQ that is idempotent, and
+Kombu's broker-less filesystem transport (the embedded default) keeps bindings
+per process, so the publisher must know every queue it feeds.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import amqp.exceptions
+import kombu
+import kombu.exceptions
+import kombu.pools
+
+from runner.errors import BackendUnavailable
+from runner.settings import Settings
+
+PLAYS = kombu.Exchange("tombola.plays", type="direct", durable=True)
+DEAD = kombu.Exchange("tombola.dead", type="direct", durable=True)
+PLAY_KEY = "play"
+PLAY_CONSUMERS = ("w1", "w2")
+ATTEMPTS_HEADER = "x-tombola-attempts"
+ERROR_HEADER = "x-tombola-error"
+PUBLISH_TIMEOUT = 5.0
+
+
+def work_queue(name: str) -> kombu.Queue:
+    """The durable queue that feeds the queue function ``name``."""
+    return kombu.Queue(f"tombola.{name}", PLAYS, routing_key=PLAY_KEY, durable=True)
+
+
+def dead_letter_queue(name: str) -> kombu.Queue:
+    """Where the messages that failed ``name`` too often wait for an operator."""
+    return kombu.Queue(f"tombola.{name}.dead", DEAD, routing_key=name, durable=True)
+
+
+def topology() -> list[kombu.Queue]:
+    """Every queue of the pack (declaring a queue declares its exchange and binding)."""
+    return [factory(name) for name in PLAY_CONSUMERS for factory in (work_queue, dead_letter_queue)]
+
+
+def connect(settings: Settings) -> kombu.Connection:
+    """A connection to the broker; the filesystem transport keeps its folders under TOMBOLA_HOME."""
+    options: dict[str, Any] = {}
+    if settings.broker_url.startswith("filesystem"):
+        folder = settings.home / "bus"
+        for sub in ("messages", "control"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        options = {
+            "data_folder_in": str(folder / "messages"),
+            "data_folder_out": str(folder / "messages"),
+            "control_folder": str(folder / "control"),
+            "polling_interval": 0.05,
+        }
+    else:
+        options = {"confirm_publish": True}
+    return kombu.Connection(settings.broker_url, transport_options=options, connect_timeout=3, heartbeat=0)
+
+
+def broker_errors(connection: kombu.Connection) -> tuple[type[BaseException], ...]:
+    """The exceptions that mean the broker cannot take or give a message now."""
+    return (
+        kombu.exceptions.KombuError,
+        amqp.exceptions.AMQPError,
+        amqp.exceptions.MessageNacked,
+        OSError,
+        socket.timeout,
+        *connection.connection_errors,
+        *connection.channel_errors,
+    )
+
+
+class Publisher:
+    """Publishes plays as persistent JSON messages and waits for the broker's confirm."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.connection = connect(settings)
+        self.errors = broker_errors(self.connection)
+
+    def publish_play(self, message: dict[str, Any]) -> None:
+        """Publish one play; raise BackendUnavailable unless the broker confirmed it."""
+        try:
+            with kombu.pools.producers[self.connection].acquire(block=True, timeout=PUBLISH_TIMEOUT) as producer:
+                producer.publish(
+                    message,
+                    exchange=PLAYS,
+                    routing_key=PLAY_KEY,
+                    serializer="json",
+                    delivery_mode=kombu.entity.PERSISTENT_DELIVERY_MODE,
+                    declare=topology(),
+                    retry=True,
+                    retry_policy={"max_retries": 1, "interval_start": 0.2, "interval_step": 0.5, "timeout": PUBLISH_TIMEOUT},
+                    timeout=PUBLISH_TIMEOUT,
+                    confirm_timeout=PUBLISH_TIMEOUT,
+                )
+        except self.errors as error:
+            raise BackendUnavailable("message broker", f"{type(error).__name__}: {error}") from error

@@ -1,0 +1,60 @@
+"""Errors every replica maps to a clear JSON answer instead of a traceback."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import falcon
+import sqlalchemy.exc
+
+log = logging.getLogger("tombola.runner")
+
+
+class BackendUnavailable(Exception):
+    """A backend (object store, broker, mail API, W) cannot be reached now."""
+
+    def __init__(self, backend: str, detail: str = "") -> None:
+        super().__init__(f"{backend} unavailable{': ' + detail if detail else ''}")
+        self.backend = backend
+
+
+class ExecutionTimeout(Exception):
+    """The execution ran past its deadline and was stopped."""
+
+
+def _backend_unavailable(req: falcon.Request, resp: falcon.Response, error: BackendUnavailable, params: Any) -> None:
+    log.warning("backend unavailable", extra={"backend": error.backend, "error": str(error), "path": req.path})
+    raise falcon.HTTPServiceUnavailable(
+        title=f"{error.backend.capitalize()} unavailable",
+        description=f"The {error.backend} cannot be reached right now; retry shortly.",
+        retry_after=2,
+    )
+
+
+def _database_unavailable(req: falcon.Request, resp: falcon.Response, error: Exception, params: Any) -> None:
+    log.warning("database unavailable", extra={"error": type(error).__name__, "path": req.path})
+    raise falcon.HTTPServiceUnavailable(
+        title="Database unavailable",
+        description="The database cannot be reached right now; retry shortly.",
+        retry_after=2,
+    )
+
+
+def _timeout(req: falcon.Request, resp: falcon.Response, error: ExecutionTimeout, params: Any) -> None:
+    raise falcon.HTTPGatewayTimeout(title="Execution timed out", description=str(error))
+
+
+def _unexpected(req: falcon.Request, resp: falcon.Response, error: Exception, params: Any) -> None:
+    log.exception("unexpected error", extra={"path": req.path})
+    raise falcon.HTTPInternalServerError(title="Internal error", description="The function failed; the error was logged.")
+
+
+def install_error_handlers(app: falcon.App) -> None:
+    """Map backend failures to 503, deadlines to 504 and anything else to a JSON 500."""
+    app.add_error_handler(Exception, _unexpected)
+    app.add_error_handler(sqlalchemy.exc.OperationalError, _database_unavailable)
+    app.add_error_handler(sqlalchemy.exc.InterfaceError, _database_unavailable)
+    app.add_error_handler(sqlalchemy.exc.TimeoutError, _database_unavailable)
+    app.add_error_handler(BackendUnavailable, _backend_unavailable)
+    app.add_error_handler(ExecutionTimeout, _timeout)

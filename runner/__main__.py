@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     from gevent import monkey
 
     monkey.patch_all()
-    from runner.queue_replica import serve_queue
+    from runner.queue import serve_queue
 
     return serve_queue(function, args.host, args.port, args.version)
 

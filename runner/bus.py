@@ -19,6 +19,8 @@ import amqp.exceptions
 import kombu
 import kombu.exceptions
 import kombu.pools
+import kombu.transport.filesystem
+import kombu.transport.virtual
 
 from runner.errors import BackendUnavailable
 from runner.settings import Settings
@@ -47,9 +49,20 @@ def topology() -> list[kombu.Queue]:
     return [factory(name) for name in PLAY_CONSUMERS for factory in (work_queue, dead_letter_queue)]
 
 
+class FolderTransport(kombu.transport.filesystem.Transport):
+    """Kombu's filesystem transport with its binding cache per connection, not per process.
+
+    The bindings themselves live in the control folder, shared by every process;
+    a process-wide cache would skip writing them into a second folder.
+    """
+
+    def __init__(self, client: kombu.Connection, **kwargs: Any) -> None:
+        super().__init__(client, **kwargs)
+        self.state = kombu.transport.virtual.BrokerState()
+
+
 def connect(settings: Settings) -> kombu.Connection:
     """A connection to the broker; the filesystem transport keeps its folders under TOMBOLA_HOME."""
-    options: dict[str, Any] = {}
     if settings.broker_url.startswith("filesystem"):
         folder = settings.home / "bus"
         for sub in ("messages", "control"):
@@ -60,8 +73,8 @@ def connect(settings: Settings) -> kombu.Connection:
             "control_folder": str(folder / "control"),
             "polling_interval": 0.05,
         }
-    else:
-        options = {"confirm_publish": True}
+        return kombu.Connection(transport=FolderTransport, transport_options=options)
+    options = {"confirm_publish": True}
     return kombu.Connection(settings.broker_url, transport_options=options, connect_timeout=3, heartbeat=0)
 
 
@@ -81,14 +94,16 @@ def broker_errors(connection: kombu.Connection) -> tuple[type[BaseException], ..
 class Publisher:
     """Publishes plays as persistent JSON messages and waits for the broker's confirm."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, pool_size: int = 16) -> None:
         self.connection = connect(settings)
         self.errors = broker_errors(self.connection)
+        # Our own pool: Kombu's global pools are keyed by URL and would mix up two brokers of one URL.
+        self.producers = kombu.pools.ProducerPool(self.connection.Pool(limit=pool_size), limit=pool_size)
 
     def publish_play(self, message: dict[str, Any]) -> None:
         """Publish one play; raise BackendUnavailable unless the broker confirmed it."""
         try:
-            with kombu.pools.producers[self.connection].acquire(block=True, timeout=PUBLISH_TIMEOUT) as producer:
+            with self.producers.acquire(block=True, timeout=PUBLISH_TIMEOUT) as producer:
                 producer.publish(
                     message,
                     exchange=PLAYS,
@@ -97,7 +112,7 @@ class Publisher:
                     delivery_mode=kombu.entity.PERSISTENT_DELIVERY_MODE,
                     declare=topology(),
                     retry=True,
-                    retry_policy={"max_retries": 1, "interval_start": 0.2, "interval_step": 0.5, "timeout": PUBLISH_TIMEOUT},
+                    retry_policy={"max_retries": 1, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1.0},
                     timeout=PUBLISH_TIMEOUT,
                     confirm_timeout=PUBLISH_TIMEOUT,
                 )

@@ -49,6 +49,7 @@ class HttpReplica(gunicorn.app.base.BaseApplication):
         self.cfg.set("keepalive", 75)
         self.cfg.set("timeout", max(30, int(limits.timeout * 2)))
         self.cfg.set("graceful_timeout", int(limits.timeout) + 5)
+        self.cfg.set("control_socket_disable", True)  # replicas are controlled by signals, not a shared socket
         self.cfg.set("proc_name", f"tombola-{self.function.name}")
         self.cfg.set("logconfig_dict", log_config(self.function.name, self.version))
         self.cfg.set("post_fork", lambda server, worker: limit_memory(memory_mb))

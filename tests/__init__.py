@@ -1,0 +1,1 @@
+"""The tests of tombola, against real services (see tests/services.py)."""

@@ -46,7 +46,9 @@ class HttpReplica(gunicorn.app.base.BaseApplication):
         self.cfg.set("worker_class", "gevent")
         self.cfg.set("worker_connections", limits.concurrency + 64)
         self.cfg.set("backlog", 2048)
-        self.cfg.set("keepalive", 75)
+        # Shorter than a replica's graceful stop, longer than the gateway's pooled idle time (2 s):
+        # idle keep-alive connections then never delay a stop by more than a few seconds.
+        self.cfg.set("keepalive", 4)
         self.cfg.set("timeout", max(30, int(limits.timeout * 2)))
         self.cfg.set("graceful_timeout", int(limits.timeout) + 5)
         self.cfg.set("control_socket_disable", True)  # replicas are controlled by signals, not a shared socket

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import time
+import uuid
 
 import pytest
 import requests
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module", params=["embedded", "rabbitmq-mariadb-swift", "rabbitmq-postgres-s3"])
 def flow_pack(request, tmp_path_factory, mail_sink):
     mail = {"TOMBOLA_MAIL_URL": mail_sink.url, "TOMBOLA_MAIL_DOMAIN": "shop.test", "TOMBOLA_MAIL_API_KEY": mail_sink.key}
-    env = {"TOMBOLA_W_TEMPO": "1", **mail}
+    env = {"TOMBOLA_W_TEMPO": "1", "TOMBOLA_CONTAINER": f"flow-{uuid.uuid4().hex[:8]}", **mail}
     if request.param == "rabbitmq-mariadb-swift":
         env |= {"TOMBOLA_BROKER_URL": request.getfixturevalue("rabbitmq_url"), "TOMBOLA_DATABASE_URL": request.getfixturevalue("mariadb_url")}
         env |= request.getfixturevalue("swift_server").settings_env("swift")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import kombu
 import pytest
 import requests
 
@@ -38,7 +39,12 @@ def dead_letters(settings, name: str) -> list:
 def broker_env(request):
     if request.param == "filesystem":
         return {}
-    return {"TOMBOLA_BROKER_URL": request.getfixturevalue("rabbitmq_url")}
+    url = request.getfixturevalue("rabbitmq_url")
+    with kombu.Connection(url) as connection:  # the session's vhost: start from empty queues
+        for queue in bus.topology():
+            queue(connection.default_channel).declare()
+            queue(connection.default_channel).purge()
+    return {"TOMBOLA_BROKER_URL": url}
 
 
 def test_w1_replica_records_published_plays(tmp_path, broker_env):

@@ -1,0 +1,89 @@
+"""The gateway's own settings, read from the environment (the pack's are in runner.settings)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from runner.settings import SettingsError
+
+REPO_FUNCTIONS = Path(__file__).resolve().parent.parent / "functions"
+TRUE = frozenset({"1", "true", "yes", "on"})
+FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "")
+    if not raw:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= 65535:
+        raise SettingsError(f"{name} must be a port number between 1 and 65535, not {raw!r}")
+    return int(raw)
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in TRUE | FALSE:
+        raise SettingsError(f"{name} must be true or false, not {raw!r}")
+    return raw in TRUE
+
+
+def _size(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "")
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise SettingsError(f"{name} must be a positive number of bytes, not {raw!r}")
+    return int(raw)
+
+
+@dataclasses.dataclass(frozen=True)
+class GatewayConfig:
+    """Where the gateway listens, which functions it serves and how it guards them."""
+
+    host: str
+    port: int
+    internal_host: str
+    internal_port: int
+    functions_dir: Path
+    token: str
+    control_public: bool
+    max_body: int
+
+    @classmethod
+    def from_environ(cls, env: Mapping[str, str] | None = None) -> GatewayConfig:
+        """Read the configuration from ``env`` (default: ``os.environ``)."""
+        env = os.environ if env is None else env
+        return cls(
+            host=env.get("TOMBOLA_HOST") or "127.0.0.1",
+            port=_port(env, "TOMBOLA_PORT", 8080),
+            internal_host=env.get("TOMBOLA_INTERNAL_HOST") or "127.0.0.1",
+            internal_port=_port(env, "TOMBOLA_INTERNAL_PORT", 8081),
+            functions_dir=Path(env.get("TOMBOLA_FUNCTIONS_DIR") or REPO_FUNCTIONS).resolve(),
+            token=env.get("TOMBOLA_TOKEN", ""),
+            control_public=_flag(env, "TOMBOLA_CONTROL_PUBLIC", True),
+            max_body=_size(env, "TOMBOLA_MAX_BODY", 64 * 1024),
+        )
+
+    @property
+    def public_url(self) -> str:
+        """The address users open in a browser."""
+        return f"http://{_reachable(self.host)}:{self.port}/"
+
+    @property
+    def internal_url(self) -> str:
+        """The base address replicas use to reach the internal listener."""
+        return f"http://{_reachable(self.internal_host)}:{self.internal_port}"
+
+
+def _reachable(host: str) -> str:
+    """A host to connect to for a listener bound on ``host`` (wildcards mean this machine)."""
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host

@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.mailsink import MailSink
+from tests.pack import Pack
 from tests.swift_server import swift_server  # noqa: F401 (a session fixture: Swift with its S3 API)
 
 RABBITMQ_SERVER = "amqp://guest:guest@127.0.0.1:5672"
@@ -139,3 +140,11 @@ def _fresh_mail_sink(request: pytest.FixtureRequest) -> None:
     """Each test sees its own mails only, and no failure or slow-down left by another."""
     if "mail_sink" in request.fixturenames:
         request.getfixturevalue("mail_sink").reset()
+
+
+@pytest.fixture(scope="session")
+def pack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pack]:
+    """The whole pack on embedded defaults, as ``make run`` starts it, with W's tempo at one second."""
+    running = Pack(tmp_path_factory.mktemp("pack"), {"TOMBOLA_W_TEMPO": "1"}).start()
+    yield running
+    assert running.stop() == 0, running.log()

@@ -32,9 +32,12 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     if not raw:
         return default
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
         raise SettingsError(f"{name} must be a number, not {raw!r}") from None
+    if not 0 <= value < float("inf"):
+        raise SettingsError(f"{name} must be zero or more, not {raw!r}")
+    return value
 
 
 @dataclasses.dataclass(frozen=True)

@@ -52,7 +52,7 @@ def prepare_backends(settings: Settings) -> None:
     settings.home.mkdir(parents=True, exist_ok=True)
     engine = create_engine(settings.database_url)
     try:
-        migrate(engine)
+        migrate(engine, seed=settings.seed_customers)
     except sqlalchemy.exc.DBAPIError as error:
         raise BackendUnavailable("database", str(error.orig)) from None
     finally:

@@ -73,6 +73,7 @@ class Settings:
     w_tempo: float
     max_attempts: int
     retry_backoff: float
+    seed_customers: int
 
     @classmethod
     def from_environ(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -115,4 +116,5 @@ class Settings:
             w_tempo=_float(env, "TOMBOLA_W_TEMPO", 5.0),
             max_attempts=_int(env, "TOMBOLA_MAX_ATTEMPTS", 8),
             retry_backoff=_float(env, "TOMBOLA_RETRY_BACKOFF", 0.5),
+            seed_customers=_int(env, "TOMBOLA_SEED_CUSTOMERS", 10_000),
         )

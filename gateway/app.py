@@ -6,34 +6,45 @@
 - internal: ``/fn/{function}/...`` → any function (how B reaches W) and
   ``/healthz``.
 
-The control plane (``/v1``, not built yet) belongs on the internal app, and on
-the public one too when ``GatewayConfig.control_public`` is set: add its routes
-in both factories below. ``/v1`` is already a reserved prefix.
+The control plane (``/v1``, gateway.control_api) is on the internal app, and
+on the public one too when ``GatewayConfig.control_public`` is set: the
+gateway passes it to both factories, or to the internal one only. Prometheus'
+``/metrics`` goes with it. The health page (``/status``, ``/status.json``,
+gateway.status) is on both.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import falcon
 import falcon.asgi
 
 from gateway import errors
 from gateway.assets import StaticFiles
+from gateway.metrics import MetricsResource
 from gateway.proxy import Proxy, split_path
 from gateway.registry import Registry
 from gateway.security import SecurityHeaders
+from gateway.status import StatusJson, StatusPage, StatusReport
+
+if TYPE_CHECKING:
+    from gateway.control_api import ControlApi
 
 
 class GatewayHealth:
-    """``GET /healthz``: ok when every function has at least one healthy replica."""
+    """``GET /healthz``: ok when every function has at least one healthy replica, or is scaled to zero."""
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, status: StatusReport | None = None) -> None:
         self.registry = registry
+        self.status = status
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         functions = self.registry.status()
-        healthy = all(counts["healthy"] >= 1 for counts in functions.values())
+        healthy = all(
+            counts["healthy"] >= 1 or (self.status is not None and self.status.asleep(name))
+            for name, counts in functions.items()
+        )
         resp.cache_control = ["no-store"]
         resp.media = {"status": "ok" if healthy else "degraded", "functions": functions}
 
@@ -71,22 +82,38 @@ class InternalFunctions:
         await self.proxy.forward(req, _http_only(resp), function, path)
 
 
-def create_public_app(registry: Registry, proxy: Proxy) -> falcon.asgi.App:
-    """The app of the public listener."""
+def create_public_app(
+    registry: Registry, proxy: Proxy, control: ControlApi | None = None, status: StatusReport | None = None
+) -> falcon.asgi.App:
+    """The app of the public listener (with ``/v1`` and ``/metrics`` when ``control`` is given)."""
     app = falcon.asgi.App(middleware=[SecurityHeaders()], cors_enable=False)
     errors.install(app)
+    if control is not None:
+        control.install(app)
+        app.add_route("/metrics", MetricsResource(proxy.metrics))
+    if status is not None:
+        app.add_route("/status", StatusPage(status, internal=False))
+        app.add_route("/status.json", StatusJson(status, internal=False))
     static = StaticFiles()
     app.add_route("/", static, suffix="index")
     app.add_route("/static/{name}", static)
-    app.add_route("/healthz", GatewayHealth(registry))
+    app.add_route("/healthz", GatewayHealth(registry, status))
     app.add_sink(PublicFunctions(registry, proxy), prefix="/")
     return app
 
 
-def create_internal_app(registry: Registry, proxy: Proxy) -> falcon.asgi.App:
-    """The app of the internal listener (loopback or private network only)."""
+def create_internal_app(
+    registry: Registry, proxy: Proxy, control: ControlApi | None = None, status: StatusReport | None = None
+) -> falcon.asgi.App:
+    """The app of the internal listener (loopback or private network only), with ``/v1`` when ``control`` is given."""
     app = falcon.asgi.App(cors_enable=False)
     errors.install(app)
-    app.add_route("/healthz", GatewayHealth(registry))
+    if control is not None:
+        control.install(app)
+    app.add_route("/metrics", MetricsResource(proxy.metrics))
+    if status is not None:
+        app.add_route("/status", StatusPage(status, internal=True))
+        app.add_route("/status.json", StatusJson(status, internal=True))
+    app.add_route("/healthz", GatewayHealth(registry, status))
     app.add_sink(InternalFunctions(proxy), prefix=r"/fn(/|$)")
     return app

@@ -14,7 +14,9 @@ from collections.abc import Callable
 import sqlalchemy.exc
 import uvloop
 
+from gateway import control_cli, executions, versions
 from gateway.catalog import load_functions
+from gateway.client import ClientError
 from gateway.config import GatewayConfig
 from gateway.control_token import ensure_token
 from gateway.registry import RegistryError
@@ -48,11 +50,13 @@ def up(args: argparse.Namespace) -> int:
 
 
 def prepare_backends(settings: Settings) -> None:
-    """Create the database schema (and seed) and the object-store container if missing."""
+    """Create the database schema (and seed), the control plane's tables and the object-store container if missing."""
     settings.home.mkdir(parents=True, exist_ok=True)
     engine = create_engine(settings.database_url)
     try:
         migrate(engine, seed=settings.seed_customers)
+        versions.metadata.create_all(engine, checkfirst=True)
+        executions.metadata.create_all(engine, checkfirst=True)
     except sqlalchemy.exc.DBAPIError as error:
         raise BackendUnavailable("database", str(error.orig)) from None
     finally:
@@ -66,6 +70,7 @@ def parser() -> argparse.ArgumentParser:
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
     summary = "run the gateway and every function locally until Ctrl-C"
     commands.add_parser("up", help=summary, description=summary).set_defaults(run=up)
+    control_cli.add_subcommands(commands)
     return root
 
 
@@ -78,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     except (SettingsError, ManifestError, RegistryError) as error:
         print(f"tombola: {error}", file=sys.stderr)
         return 2
-    except (BackendUnavailable, OSError) as error:
+    except (BackendUnavailable, OSError, ClientError) as error:
         print(f"tombola: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -32,6 +32,19 @@ def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     return raw in TRUE
 
 
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "")
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not 0 < value <= 3600:
+        raise SettingsError(f"{name} must be a number of seconds between 0 and 3600, not {raw!r}")
+    return value
+
+
 def _size(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name, "")
     if not raw:
@@ -53,6 +66,7 @@ class GatewayConfig:
     token: str
     control_public: bool
     max_body: int
+    start_timeout: float  # how long a new replica may take to answer /healthz
 
     @classmethod
     def from_environ(cls, env: Mapping[str, str] | None = None) -> GatewayConfig:
@@ -67,6 +81,7 @@ class GatewayConfig:
             token=env.get("TOMBOLA_TOKEN", ""),
             control_public=_flag(env, "TOMBOLA_CONTROL_PUBLIC", True),
             max_body=_size(env, "TOMBOLA_MAX_BODY", 64 * 1024),
+            start_timeout=_seconds(env, "TOMBOLA_START_TIMEOUT", 20.0),
         )
 
     @property

@@ -1,7 +1,8 @@
-"""One gateway process: both listeners in one event loop, the health checks and the local replicas.
+"""One gateway process: both listeners in one event loop, the health checks, the control plane and the local replicas.
 
-Startup binds both listeners first (a taken port fails at once), starts every
-function's replicas, then listens. On SIGINT or SIGTERM the public listener
+Startup binds both listeners first (a taken port fails at once), registers the
+function folders as versions and starts every live version's replicas
+(gateway.control), then listens. On SIGINT or SIGTERM the public listener
 stops accepting and finishes its requests, then the internal one (B may still
 be calling W through it), then every replica is stopped. A second signal kills
 everything at once.
@@ -22,13 +23,21 @@ import falcon.asgi
 import uvicorn
 
 from gateway.app import create_internal_app, create_public_app
+from gateway.autoscaler import Autoscaler, AutoscalerSettings
 from gateway.balancer import Balancer
 from gateway.config import GatewayConfig
+from gateway.control import ControlPlane
+from gateway.control_api import ControlApi
 from gateway.health import HealthChecker
 from gateway.proxy import Proxy
 from gateway.registry import Registry
+from gateway.remote import RemoteReplicas
+from gateway.status import StatusReport
 from gateway.supervisor import LocalSupervisor, replica_environment
+from gateway.versions import Repository
+from runner.database import create_engine
 from runner.function import Function
+from runner.objectstore import open_store
 from runner.settings import Settings
 
 log = logging.getLogger("tombola.gateway")
@@ -58,24 +67,37 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 class Gateway:
-    """The registry, proxy, health checks, supervisor and listeners of one gateway process."""
+    """The registry, proxy, health checks, control plane, supervisor and listeners of one gateway process."""
 
     def __init__(self, config: GatewayConfig, settings: Settings, functions: Sequence[Function]) -> None:
         self.config = config
         self.functions = functions
         self.registry = Registry()
         self.session = client_session()
-        proxy = Proxy(self.registry, Balancer(), self.session, config.max_body)
         self.health = HealthChecker(self.registry, self.session)
-        self.supervisor = LocalSupervisor(self.registry, self.session, replica_environment(config, settings))
-        # In-flight requests end by their function's deadline, so shutdown waits at most that long.
-        grace = math.ceil(max((function.manifest.limits.timeout for function in functions), default=10.0)) + 1
-        self.public = Listener(self._uvicorn(create_public_app(self.registry, proxy), grace))
-        self.internal = Listener(self._uvicorn(create_internal_app(self.registry, proxy), grace))
+        self.supervisor = LocalSupervisor(
+            self.registry,
+            self.session,
+            replica_environment(config, settings),
+            logs=settings.home / "logs",
+            start_timeout=config.start_timeout,
+        )
+        self.engine = create_engine(settings.database_url)
+        repository = Repository(self.engine, open_store(settings))
+        self.control = ControlPlane(self.registry, self.supervisor, repository, settings.home / "functions")
+        self.api = ControlApi.create(self.control, config, settings, self.session)
+        proxy = Proxy(self.registry, Balancer(self.registry), self.session, config.max_body, starter=self.control)
+        status = StatusReport(self.registry, proxy.metrics, self.control)
+        self.autoscaler = Autoscaler(self.registry, self.control, proxy.metrics, AutoscalerSettings.from_environ())
+        public_api = self.api if config.control_public else None
+        self.public = Listener(self._uvicorn(create_public_app(self.registry, proxy, public_api, status)))
+        internal_app = create_internal_app(self.registry, proxy, self.api, status)
+        self.internal = Listener(self._uvicorn(internal_app))
+        self.functions = RemoteReplicas.install(self.registry, internal_app, functions)
         self._stopping = asyncio.Event()
 
     @staticmethod
-    def _uvicorn(app: falcon.asgi.App, grace: int) -> uvicorn.Config:
+    def _uvicorn(app: falcon.asgi.App) -> uvicorn.Config:
         return uvicorn.Config(
             app,
             http="httptools",
@@ -86,42 +108,43 @@ class Gateway:
             proxy_headers=False,
             server_header=False,
             backlog=BACKLOG,
-            timeout_graceful_shutdown=grace,
         )
 
-    async def run(self, ready: Callable[[], None]) -> None:
-        """Serve until SIGINT or SIGTERM; call ``ready`` once both listeners accept requests."""
+    async def run(self, ready: Callable[[], None], signals: Sequence[signal.Signals] = SIGNALS) -> None:
+        """Serve until one of ``signals`` arrives or ``stop`` is called; call ``ready`` once both listeners accept requests."""
         loop = asyncio.get_running_loop()
         sockets: list[socket.socket] = []
         try:
             sockets.append(bind(self.config.host, self.config.port))
             sockets.append(bind(self.config.internal_host, self.config.internal_port))
-            for signum in SIGNALS:
-                loop.add_signal_handler(signum, self._on_signal)
-            for function in self.functions:
-                self.supervisor.add(function)
+            for signum in signals:
+                loop.add_signal_handler(signum, self.stop)
             self.health.start()
-            if await self._until_stopped(self._start_replicas()):
+            if await self._until_stopped(self.control.start(self.functions)):
+                self._set_grace()
                 self.supervisor.start_reconciling()
+                self.autoscaler.start()
                 await self._serve(sockets[0], sockets[1], ready)
         finally:
             for sock in sockets:
                 sock.close()
             await self.health.stop()
+            await self.autoscaler.stop()
+            await self.api.stop()
             # Idle keep-alive connections would hold a replica's graceful stop until its grace ends.
             await self.session.close()
             await self.supervisor.stop_all()
-            for signum in SIGNALS:
+            self.engine.dispose()
+            for signum in signals:
                 loop.remove_signal_handler(signum)
             log.info("gateway stopped")
 
-    async def _start_replicas(self) -> None:
-        """Start every function at its minimum scale (one replica at least); failures are retried later."""
-        counts = {function.name: max(1, function.manifest.scaling.min) for function in self.functions}
-        results = await asyncio.gather(*(self.supervisor.scale(name, n) for name, n in counts.items()), return_exceptions=True)
-        for name, result in zip(counts, results, strict=True):
-            if isinstance(result, Exception):
-                log.error("replicas failed to start, retrying", extra={"function": name, "error": str(result)})
+    def _set_grace(self) -> None:
+        """In-flight requests end by their function's deadline, so shutdown waits at most the longest one."""
+        timeouts = [manifest.limits.timeout for manifest in self.registry.functions()]
+        grace = math.ceil(max(timeouts, default=10.0)) + 1
+        for listener in (self.public, self.internal):
+            listener.config.timeout_graceful_shutdown = grace
 
     async def _serve(self, public_socket: socket.socket, internal_socket: socket.socket, ready: Callable[[], None]) -> None:
         listeners = {
@@ -160,7 +183,8 @@ class Gateway:
         await asyncio.gather(task, return_exceptions=True)
         return False
 
-    def _on_signal(self) -> None:
+    def stop(self) -> None:
+        """Stop as on SIGINT: finish the requests in flight, then stop the replicas; called again, kill them now."""
         if self._stopping.is_set():
             log.warning("second signal: killing every replica now")
             self.public.force_exit = self.internal.force_exit = True

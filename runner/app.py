@@ -2,13 +2,15 @@
 
 Wraps the handler's routes with what every replica offers: ``/healthz``,
 JSON errors (never a traceback), a bound on concurrent executions with
-backpressure, and a per-execution deadline.
+backpressure, a per-execution deadline, and an access log line per execution
+carrying the request's ``X-Request-Id``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -18,12 +20,16 @@ import falcon
 import gevent
 import gevent.monkey
 
+from runner import logs
 from runner.context import Context
 from runner.errors import ExecutionTimeout, install_error_handlers
 from runner.function import Function
 
 TIMEOUT_HEADER = "X-Tombola-Timeout"
+REQUEST_ID_HEADER = "X-Request-Id"
+REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 log = logging.getLogger("tombola.runner")
+access_log = logging.getLogger("tombola.access")
 
 
 def _cooperative() -> bool:
@@ -34,6 +40,28 @@ def _cooperative() -> bool:
 def remaining(req: falcon.Request) -> float:
     """Seconds left before this execution's deadline (never below zero)."""
     return max(0.0, req.context.deadline - time.monotonic())
+
+
+class RequestLog:
+    """Middleware: the request's id on every line logged while handling it, and one access line per execution."""
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        req.context.started = time.monotonic()
+        raw = req.get_header(REQUEST_ID_HEADER)
+        logs.request_id.set(raw if raw and REQUEST_ID.fullmatch(raw) else None)
+
+    def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any, succeeded: bool) -> None:
+        if req.path != "/healthz":
+            access_log.info(
+                "request handled",
+                extra={
+                    "method": req.method,
+                    "path": req.path,
+                    "status": resp.status_code,
+                    "duration_ms": round((time.monotonic() - req.context.started) * 1000, 1),
+                },
+            )
+        logs.request_id.set(None)
 
 
 class Limits:
@@ -116,7 +144,7 @@ def create_app(
 ) -> falcon.App:
     """The WSGI app of a replica of ``function``; ``details`` adds to its /healthz answer."""
     limits = Limits(function.manifest.limits.concurrency, function.manifest.limits.timeout)
-    app = falcon.App(middleware=[limits], cors_enable=False)
+    app = falcon.App(middleware=(RequestLog(), limits), cors_enable=False)
     app.req_options.strip_url_path_trailing_slash = True
     install_error_handlers(app)
     app.add_route("/healthz", Health(function, limits, version, details))

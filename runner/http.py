@@ -11,6 +11,7 @@ from typing import Any
 
 import gunicorn.app.base
 
+from runner import logs
 from runner.function import Function
 from runner.limits import limit_memory
 
@@ -24,8 +25,8 @@ def log_config(function: str, version: str) -> dict[str, Any]:
             "json": {"()": "runner.logs.JsonFormatter", "identity": {"function": function, "version": version}},
         },
         "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
-        "root": {"level": "INFO", "handlers": ["stderr"]},
-        "loggers": {"gunicorn.error": {"level": "INFO", "handlers": ["stderr"], "propagate": False}},
+        "root": {"level": logs.level(), "handlers": ["stderr"]},
+        "loggers": {"gunicorn.error": {"level": logs.level(), "handlers": ["stderr"], "propagate": False}},
     }
 
 

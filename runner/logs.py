@@ -1,7 +1,12 @@
-"""Structured logs: one JSON object a line on stderr."""
+"""Structured logs: one JSON object a line on stderr.
+
+A line logged while a replica handles a request that carries ``X-Request-Id``
+also carries that id as ``request_id`` (see ``runner.app.RequestLog``).
+"""
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import os
@@ -9,6 +14,9 @@ import sys
 import time
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+"""The id of the request being handled (each gevent greenlet has its own context)."""
 
 
 class JsonFormatter(logging.Formatter):
@@ -27,6 +35,9 @@ class JsonFormatter(logging.Formatter):
             "pid": os.getpid(),
             **self.identity,
         }
+        current = request_id.get()
+        if current is not None:
+            entry["request_id"] = current
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
                 entry[key] = value
@@ -35,10 +46,15 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+def level() -> str:
+    """The log level from ``TOMBOLA_LOG_LEVEL`` (default INFO)."""
+    return os.environ.get("TOMBOLA_LOG_LEVEL", "INFO").upper()
+
+
 def configure(**identity: str) -> None:
     """Send every log record of this process to stderr as JSON, tagged with ``identity``."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(identity))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(os.environ.get("TOMBOLA_LOG_LEVEL", "INFO").upper())
+    root.setLevel(level())

@@ -15,13 +15,28 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import sqlalchemy as sa
+from playwright.sync_api import Browser, sync_playwright
 
 from tests.mailsink import MailSink
 from tests.pack import Pack
+from tests.services import CHROMIUM
 from tests.swift_server import swift_server  # noqa: F401 (a session fixture: Swift with its S3 API)
 
 RABBITMQ_SERVER = "amqp://guest:guest@127.0.0.1:5672"
 RABBITMQCTL_TIMEOUT = 60
+
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+"""Chromium's flags on a machine without a network (no background fetches) and as root (no sandbox)."""
 
 
 def scratch_name() -> str:
@@ -116,9 +131,9 @@ def rabbitmqctl(*args: str) -> None:
         pytest.fail(f"rabbitmqctl {' '.join(args)} failed (run `python -m tests.services`): {detail}")
 
 
-@pytest.fixture(scope="session")
-def rabbitmq_url() -> Iterator[str]:
-    """A fresh RabbitMQ vhost for this session, ``guest`` allowed everything on it, as an AMQP URL."""
+@contextlib.contextmanager
+def rabbitmq_vhost() -> Iterator[str]:
+    """A fresh RabbitMQ vhost, ``guest`` allowed everything on it, as an AMQP URL; deleted afterwards."""
     vhost = scratch_name()
     rabbitmqctl("add_vhost", vhost)
     try:
@@ -126,6 +141,24 @@ def rabbitmq_url() -> Iterator[str]:
         yield f"{RABBITMQ_SERVER}/{vhost}"
     finally:
         rabbitmqctl("delete_vhost", vhost)
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url() -> Iterator[str]:
+    """A fresh RabbitMQ vhost for this session."""
+    with rabbitmq_vhost() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium, headless, driven by Playwright (``make test`` installs it)."""
+    if not CHROMIUM.is_file():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
 
 
 @pytest.fixture(scope="session")

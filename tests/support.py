@@ -112,7 +112,7 @@ def replica(name: str, env: Mapping[str, str], log_path: Path) -> Iterator[str]:
             try:
                 if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
                     break
-            except requests.ConnectionError:
+            except requests.RequestException:
                 pass
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"replica {name} did not start: {log_path.read_text()[-2000:]}")

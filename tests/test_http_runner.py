@@ -72,7 +72,7 @@ def demo(tmp_path):
         try:
             requests.get(f"{url}/healthz", timeout=1)
             break
-        except requests.ConnectionError:
+        except requests.RequestException:
             time.sleep(0.05)
     yield url, process
     if process.poll() is None:

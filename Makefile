@@ -4,8 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 PIP := $(VENV)/bin/python -m pip --disable-pip-version-check -q
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
-.PHONY: run test clean
+.PHONY: run test bench clean
 
 run: $(VENV)/.runtime
 	exec $(VENV)/bin/tombola up
@@ -13,6 +14,10 @@ run: $(VENV)/.runtime
 test: $(VENV)/.runtime $(VENV)/.test
 	$(VENV)/bin/python -m tests.services
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+bench: $(VENV)/.runtime $(VENV)/.test
+	$(VENV)/bin/python -m tests.services
+	$(VENV)/bin/python -m loadtests.bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var
@@ -26,6 +31,7 @@ $(VENV)/.runtime: requirements.txt pyproject.toml | $(VENV)/bin/python
 	$(PIP) install --no-deps -e .
 	touch $@
 
-$(VENV)/.test: requirements-test.txt $(VENV)/.runtime
-	$(PIP) install -r requirements-test.txt
+# The tests also validate heat/ with Heat's own engine and smoke-run the benchmark.
+$(VENV)/.test: requirements-test.txt requirements-heat.txt requirements-bench.txt $(VENV)/.runtime
+	$(PIP) install -r requirements-test.txt -r requirements-heat.txt -r requirements-bench.txt
 	touch $@

@@ -150,9 +150,13 @@ def rabbitmq_url() -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """Debian's Chromium, headless, driven by Playwright (``make test`` installs it)."""
+    """Debian's Chromium, headless, driven by Playwright (``make test`` installs it).
+
+    Per module: while Playwright's sync API is open, its event loop runs in the
+    main thread, and falcon.testing's ASGI simulation refuses to run.
+    """
     if not CHROMIUM.is_file():
         pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)")
     with sync_playwright() as playwright:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import gunicorn.app.base
+import gunicorn.glogging
 
 from runner import logs
 from runner.function import Function
@@ -28,6 +29,13 @@ def log_config(function: str, version: str) -> dict[str, Any]:
         "root": {"level": logs.level(), "handlers": ["stderr"]},
         "loggers": {"gunicorn.error": {"level": logs.level(), "handlers": ["stderr"], "propagate": False}},
     }
+
+
+class ReplicaLogger(gunicorn.glogging.Logger):
+    """gunicorn's logger without its access line: runner.app.RequestLog writes one, as JSON, with the request id."""
+
+    def access(self, resp: Any, req: Any, environ: Any, request_time: Any) -> None:
+        """Nothing: gunicorn would format its atoms for every request only to drop them."""
 
 
 class HttpReplica(gunicorn.app.base.BaseApplication):
@@ -55,6 +63,7 @@ class HttpReplica(gunicorn.app.base.BaseApplication):
         self.cfg.set("control_socket_disable", True)  # replicas are controlled by signals, not a shared socket
         self.cfg.set("proc_name", f"tombola-{self.function.name}")
         self.cfg.set("logconfig_dict", log_config(self.function.name, self.version))
+        self.cfg.set("logger_class", ReplicaLogger)
         self.cfg.set("post_fork", lambda server, worker: limit_memory(memory_mb))
 
     def load(self) -> Any:

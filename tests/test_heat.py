@@ -407,7 +407,8 @@ def test_a_secret_with_a_quote_is_refused() -> None:
 
 def test_the_readme_documents_every_parameter() -> None:
     body, _, _ = heat.load(heat.MAIN_TEMPLATE)
-    table = (heat.HEAT_DIR / "README.md").read_text().partition("### Parameters")[2]
+    section = (heat.ROOT / "README.md").read_text().partition("## Deploy on OpenStack")[2]
+    table = section.partition("### Parameters")[2].partition("\n## ")[0]
     documented = set(
         re.findall(r"`([a-z0-9_]+)`", "\n".join(line.split("|")[1] for line in table.splitlines() if "|" in line))
     )

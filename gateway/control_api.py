@@ -2,8 +2,8 @@
 
 Every ``/v1`` path but ``/v1/openapi.json`` needs ``Authorization: Bearer
 <token>``; the token is compared in constant time. Resources are thin: they
-check the input, call the ControlPlane (gateway.control) or Executions
-(gateway.executions) and answer JSON. A ControlError becomes its status with
+check the input, call the ControlPlane (gateway.control), Executions
+(gateway.executions) or DeadLetters (gateway.dead_letters) and answer JSON. A ControlError becomes its status with
 its message; bad input is a 4xx that says what is wrong, never a 500.
 ``gateway.openapi`` documents every route; a test keeps both in step.
 """
@@ -20,7 +20,7 @@ import re
 import zipfile
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import falcon
@@ -30,15 +30,18 @@ import sqlalchemy.exc
 from gateway import openapi, packages
 from gateway.config import GatewayConfig
 from gateway.control import ControlError, ControlPlane
+from gateway.dead_letters import DeadLetters, Selection
 from gateway.executions import ExecutionRequest, Executions, Target, link
 from gateway.replica_logs import ReplicaLogs
 from runner import manifest as manifest_module
 from runner.database import create_engine
+from runner.errors import BackendUnavailable
 from runner.manifest import NAME_PATTERN, ManifestError
 from runner.settings import Settings
 
 log = logging.getLogger("tombola.gateway")
 Progress = Callable[[str], None]
+T = TypeVar("T")
 
 PREFIX = "/v1"
 PUBLIC_PATHS = frozenset({"/v1/openapi.json"})
@@ -47,6 +50,8 @@ NDJSON = "application/x-ndjson"
 MAX_DESCRIPTION = 200
 MAX_LOG_LINES = 10_000
 MAX_LISTED = 500
+MAX_SELECTED = 1000
+MAX_MESSAGE_ID = 255
 EXECUTION_ID = re.compile(r"[0-9a-f]{32}")
 EXECUTION_PATH = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]{0,2047}")
 EXECUTION_METHODS = ("GET", "POST")
@@ -445,6 +450,75 @@ class Logs:
         resp.media = {"function": name, "lines": [line.as_dict() for line in lines]}
 
 
+class FunctionDeadLetters:
+    """``/v1/functions/{name}/dead-letters``: what a queue function gave up on (gateway.dead_letters).
+
+    ``GET`` lists them (``?limit=``) and removes none; ``POST .../replay`` sends
+    them back to the function's queue and ``POST .../purge`` deletes them, with
+    ``{"ids": [...]}`` or, explicitly, ``{"all": true}``.
+    """
+
+    def __init__(self, control: ControlPlane, dead_letters: DeadLetters, limit: int) -> None:
+        self.control = control
+        self.dead_letters = dead_letters
+        self.limit = limit
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, name: str) -> None:
+        limit = req.get_param_as_int("limit", min_value=1, max_value=MAX_LISTED, default=50)
+        listing = await _on_broker(self.dead_letters.list, await self._queue(name), limit)
+        resp.media = {"function": name, **listing.as_dict()}
+
+    async def on_post_replay(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, name: str) -> None:
+        selection = await self._selection(req)
+        outcome = await _on_broker(self.dead_letters.replay, await self._queue(name), selection)
+        resp.media = {"function": name, "queue": outcome.queue, "replayed": outcome.count, "missing": outcome.missing}
+
+    async def on_post_purge(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, name: str) -> None:
+        selection = await self._selection(req)
+        outcome = await _on_broker(self.dead_letters.purge, await self._queue(name), selection)
+        resp.media = {"function": name, "queue": outcome.queue, "purged": outcome.count, "missing": outcome.missing}
+
+    async def _queue(self, name: str) -> str:
+        """The queue ``name`` consumes; 404 unless it is a queue function."""
+        manifest = (await self.control.show_function(name))["manifest"] or {}
+        trigger = manifest.get("trigger") or {}
+        if trigger.get("type") != "queue":
+            description = f"Function {name} is not triggered by a queue: it has no dead letters."
+            raise falcon.HTTPNotFound(title="Not a queue function", description=description)
+        queue: str = trigger.get("queue") or name
+        return queue
+
+    async def _selection(self, req: falcon.asgi.Request) -> Selection:
+        data = await _json_object(req, self.limit, frozenset({"ids", "all"}))
+        ids, every = data.get("ids"), data.get("all")
+        if (ids is None) == (every is None):
+            raise _unprocessable('Send either "ids": [message ids] or "all": true.')
+        if every is not None:
+            if every is not True:
+                raise _unprocessable("all must be true: it takes every dead letter.")
+            return Selection(every=True)
+        if (
+            not isinstance(ids, list)
+            or not 1 <= len(ids) <= MAX_SELECTED
+            or not all(isinstance(item, str) and 0 < len(item) <= MAX_MESSAGE_ID for item in ids)
+        ):
+            raise _unprocessable(f"ids must be a list of 1 to {MAX_SELECTED} message ids of 1 to {MAX_MESSAGE_ID} characters.")
+        return Selection(frozenset(ids))
+
+
+async def _on_broker(call: Callable[..., T], *args: Any) -> T:
+    """Run a blocking broker operation in a thread; the broker unreachable is a 503."""
+    try:
+        return await asyncio.to_thread(call, *args)
+    except BackendUnavailable as error:
+        log.warning("message broker unavailable", extra={"error": str(error)})
+        raise falcon.HTTPServiceUnavailable(
+            title="Message broker unavailable",
+            description="The message broker cannot be reached right now; retry shortly.",
+            retry_after=2,
+        ) from None
+
+
 class Replicas:
     """``GET /v1/replicas``: every replica and its health (``?function=`` for one function's)."""
 
@@ -474,7 +548,16 @@ async def _database_error(req: falcon.asgi.Request, resp: falcon.asgi.Response, 
 class ControlApi:
     """The ``/v1`` routes and what they need; ``install`` adds them to an app."""
 
-    def __init__(self, control: ControlPlane, executions: Executions, logs: ReplicaLogs, token: str, limit: int) -> None:
+    def __init__(
+        self,
+        control: ControlPlane,
+        executions: Executions,
+        logs: ReplicaLogs,
+        token: str,
+        limit: int,
+        dead_letters: DeadLetters | None = None,
+    ) -> None:
+        """``dead_letters`` defaults to the broker the environment names."""
         self.control = control
         self.executions = executions
         self.logs = logs
@@ -482,6 +565,7 @@ class ControlApi:
         self.limit = limit
         records = ExecutionRecords(executions)
         deploys = Deploys()
+        letters = FunctionDeadLetters(control, dead_letters or DeadLetters(Settings.from_environ()), limit)
         self._routes: list[tuple[str, object, str | None]] = [
             ("/v1/openapi.json", OpenApiDocument(), None),
             ("/v1/functions", Functions(control), None),
@@ -493,6 +577,9 @@ class ControlApi:
             ("/v1/functions/{name}/scaling", Scaling(control, limit), None),
             ("/v1/functions/{name}/executions", FunctionExecutions(control, executions, limit), None),
             ("/v1/functions/{name}/logs", Logs(control, logs), None),
+            ("/v1/functions/{name}/dead-letters", letters, None),
+            ("/v1/functions/{name}/dead-letters/replay", letters, "replay"),
+            ("/v1/functions/{name}/dead-letters/purge", letters, "purge"),
             ("/v1/executions", records, None),
             ("/v1/executions/{execution_id}", records, "item"),
             ("/v1/replicas", Replicas(control), None),
@@ -505,7 +592,7 @@ class ControlApi:
         """The API of a gateway: executions recorded in the pack's database, run through its internal listener."""
         logs = ReplicaLogs(settings.home / "logs")
         executions = Executions(create_engine(settings.database_url), session, config.internal_url, logs)
-        return cls(control, executions, logs, config.token, config.max_body)
+        return cls(control, executions, logs, config.token, config.max_body, DeadLetters(settings))
 
     def install(self, app: falcon.asgi.App) -> None:
         """Serve ``/v1`` on ``app``, behind the token."""

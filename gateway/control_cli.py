@@ -1,7 +1,7 @@
 """The subcommands of ``tombola`` that operate a running pack through its control plane.
 
 ``ls``, ``deploy``, ``rollback``, ``scale``, ``invoke``, ``logs``,
-``executions`` and ``execution``: each one a function ``command(args) -> exit
+``executions``, ``execution``, ``dead-letters``, ``replay`` and ``purge``: each one a function ``command(args) -> exit
 status`` that calls ``/v1`` with gateway.client. Progress goes to stderr as it
 happens, results and the final summary to stdout; any failure raises
 ClientError, which ``tombola`` prints as one line before exiting with 1.
@@ -23,6 +23,7 @@ from gateway import packages
 from gateway.client import ZIP, Client, ClientError
 
 POLL_INTERVAL = 0.5
+CELL = 60
 
 
 def _segment(value: str) -> str:
@@ -281,6 +282,61 @@ def logs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cell(text: str) -> str:
+    """``text`` on one line, at most CELL characters."""
+    line = " ".join(text.split())
+    return line if len(line) <= CELL else line[: CELL - 1] + "…"
+
+
+def dead_letters(args: argparse.Namespace) -> int:
+    """The messages a queue function gave up on, oldest first (none is removed)."""
+    client = Client.from_environ()
+    listing = client.get(f"/v1/functions/{_segment(args.function)}/dead-letters", limit=args.limit)
+    letters = listing["dead_letters"]
+    if not letters:
+        print(f"no dead letters in {listing['queue']}")
+        return 0
+    rows: list[Sequence[object]] = [("ID", "ATTEMPTS", "REPLAYS", "FIRST_FAILED", "ERROR", "MESSAGE")]
+    for letter in letters:
+        rows.append((
+            letter["id"],
+            letter["attempts"],
+            letter["replays"],
+            letter["first_failed_at"] or "-",
+            _cell(letter["error"]) or "-",
+            _cell(letter["summary"]),
+        ))
+    print(_table(rows))
+    shown = f"{len(letters)} of {listing['count']} shown (--limit shows more)" if listing["count"] > len(letters) else "all shown"
+    progress(f"{listing['count']} dead letter(s) in {listing['queue']}: {shown}")
+    return 0
+
+
+def _take(args: argparse.Namespace, action: str, done: str) -> int:
+    """Replay or purge the dead letters named by ``args`` (ids, or --all); 1 if an id was not there."""
+    if bool(args.ids) == args.all:
+        raise ClientError("give the ids of the dead letters (tombola dead-letters lists them), or --all")
+    client = Client.from_environ()
+    what = "every dead letter" if args.all else f"{len(args.ids)} dead letter(s)"
+    progress(f"asking the gateway to {action} {what} of {args.function}")
+    body: dict[str, Any] = {"all": True} if args.all else {"ids": args.ids}
+    outcome = client.request("POST", f"/v1/functions/{_segment(args.function)}/dead-letters/{action}", json_body=body)
+    print(f"{args.function}: {outcome[done]} dead letter(s) {done}")
+    if outcome["missing"]:
+        raise ClientError(f"not in {outcome['queue']}: {', '.join(outcome['missing'])}")
+    return 0
+
+
+def replay(args: argparse.Namespace) -> int:
+    """Send dead letters back to their function's queue, their attempts reset."""
+    return _take(args, "replay", "replayed")
+
+
+def purge(args: argparse.Namespace) -> int:
+    """Delete dead letters."""
+    return _take(args, "purge", "purged")
+
+
 def _positive(low: int, high: int) -> Callable[[str], int]:
     def parse(raw: str) -> int:
         try:
@@ -344,3 +400,16 @@ def add_subcommands(commands: argparse._SubParsersAction[argparse.ArgumentParser
     parser.add_argument("id", metavar="ID")
     parser.add_argument("--wait", action="store_true", help="wait until it has finished")
     parser.add_argument("--json", action="store_true", help="print the whole record as JSON")
+
+    parser = command("dead-letters", dead_letters, "list the messages a queue function gave up on (none is removed)")
+    parser.add_argument("function", metavar="FUNCTION")
+    parser.add_argument("--limit", type=_positive(1, 500), default=50, metavar="N", help="how many (default: 50)")
+
+    for name, run, summary in (
+        ("replay", replay, "send dead letters back to their function's queue, their attempts reset"),
+        ("purge", purge, "delete dead letters"),
+    ):
+        parser = command(name, run, summary)
+        parser.add_argument("function", metavar="FUNCTION")
+        parser.add_argument("ids", metavar="ID", nargs="*", help="the dead letters' ids (tombola dead-letters lists them)")
+        parser.add_argument("--all", action="store_true", help="every dead letter of the function")

@@ -41,6 +41,7 @@ ALIAS = _parameter("alias", "path", {"type": "string", "pattern": "^[a-z][a-z0-9
 EXECUTION = _parameter("execution_id", "path", {"type": "string", "pattern": "^[0-9a-f]{32}$"}, "The execution's id.")
 LINES = _parameter("lines", "query", {"type": "integer", "minimum": 1, "maximum": 10_000, "default": 100}, "How many lines.")
 DESCRIPTION = _parameter("description", "query", {"type": "string", "maxLength": 200}, "What this version changes.")
+LIMIT = _parameter("limit", "query", {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}, "How many.")
 
 
 def _answer(description: str, schema: Schema | None = None) -> dict[str, Any]:
@@ -282,6 +283,54 @@ SCHEMAS: dict[str, Schema] = {
             "links": {"type": "object", "properties": {"self": {"type": "string"}}},
         },
     },
+    "DeadLetter": {
+        "type": "object",
+        "required": ["id", "attempts", "error", "first_failed_at", "replays", "summary"],
+        "properties": {
+            "id": {"type": "string", "description": "The message's id (a play's is its play id)."},
+            "attempts": {"type": "integer", "description": "How many times the function failed it (a 4xx: once)."},
+            "error": {"type": "string", "description": "The function's last answer: status and the start of its body."},
+            "first_failed_at": {"type": ["string", "null"], "format": "date-time"},
+            "replays": {"type": "integer", "description": "How many times an operator replayed it."},
+            "summary": {"type": "string", "description": "Its body's fields, long values abbreviated."},
+        },
+    },
+    "DeadLetters": {
+        "type": "object",
+        "required": ["function", "queue", "count", "dead_letters"],
+        "properties": {
+            "function": {"type": "string"},
+            "queue": {"type": "string", "description": "The dead-letter queue, e.g. tombola.w1.dead."},
+            "count": {"type": "integer", "description": "How many dead letters it holds."},
+            "dead_letters": {"type": "array", "items": _ref("DeadLetter"), "description": "The first ones, oldest first."},
+        },
+    },
+    "DeadLetterSelection": {
+        "type": "object",
+        "additionalProperties": False,
+        "description": "Either ids or all.",
+        "properties": {
+            "ids": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 1000,
+                "items": {"type": "string", "minLength": 1, "maxLength": 255},
+                "description": "The ids of the dead letters to take.",
+            },
+            "all": {"const": True, "description": "Take every dead letter the queue holds."},
+        },
+    },
+    "DeadLetterOutcome": {
+        "type": "object",
+        "required": ["function", "queue", "missing"],
+        "properties": {
+            "function": {"type": "string"},
+            "queue": {"type": "string"},
+            "replayed": {"type": "integer", "description": "How many went back to the function's queue."},
+            "purged": {"type": "integer", "description": "How many were deleted."},
+            "missing": {"type": "array", "items": {"type": "string"}, "description": "Ids asked for and not found."},
+        },
+    },
     "LogLine": {
         "type": "object",
         "required": ["replica", "line"],
@@ -388,15 +437,38 @@ PATHS: dict[str, dict[str, Any]] = {
             (NAME, LINES),
         ),
     },
+    "/v1/functions/{name}/dead-letters": {
+        "get": _operation(
+            "List the messages a queue function gave up on, oldest first; none is removed",
+            {200: _answer("Its dead letters.", _ref("DeadLetters"))},
+            (400, 404, 503),
+            (NAME, LIMIT),
+        ),
+    },
+    "/v1/functions/{name}/dead-letters/replay": {
+        "post": _operation(
+            "Send dead letters back to the function's queue, their attempts reset",
+            {200: _answer("How many were replayed.", _ref("DeadLetterOutcome"))},
+            (400, 404, 413, 415, 422, 503),
+            (NAME,),
+            _json_body(_ref("DeadLetterSelection")),
+        ),
+    },
+    "/v1/functions/{name}/dead-letters/purge": {
+        "post": _operation(
+            "Delete dead letters",
+            {200: _answer("How many were deleted.", _ref("DeadLetterOutcome"))},
+            (400, 404, 413, 415, 422, 503),
+            (NAME,),
+            _json_body(_ref("DeadLetterSelection")),
+        ),
+    },
     "/v1/executions": {
         "get": _operation(
             "The latest executions, newest first",
             {200: _answer("The executions.", _list_of("executions", "ExecutionSummary"))},
             (400, 503),
-            (
-                _parameter("function", "query", {"type": "string"}, "Only this function's."),
-                _parameter("limit", "query", {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}, "How many."),
-            ),
+            (_parameter("function", "query", {"type": "string"}, "Only this function's."), LIMIT),
         ),
     },
     "/v1/executions/{execution_id}": {
@@ -432,8 +504,8 @@ def document() -> dict[str, Any]:
         "info": {
             "title": "tombola control plane",
             "version": "1",
-            "description": "Functions, versions, aliases (deploys and canaries), scaling, executions, logs and "
-            "replicas of a tombola pack. Every operation but this document needs the control-plane token.",
+            "description": "Functions, versions, aliases (deploys and canaries), scaling, executions, logs, "
+            "dead letters and replicas of a tombola pack. Every operation but this document needs the control-plane token.",
         },
         "servers": [{"url": "/"}],
         "security": TOKEN,

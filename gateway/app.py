@@ -1,8 +1,10 @@
 """The gateway's two ASGI apps, sharing one registry and one proxy.
 
 - public: the page (``/``, ``/static/{name}``), the public functions by their
-  prefix (``/srvi/user/42`` → i ``/user/42``) and ``/healthz``; private
-  functions are not reachable from it.
+  prefix (``/srvi/user/42`` → i ``/user/42``; writes rate-limited per client,
+  gateway.ratelimit), ``/healthz`` and ``/openapi.json`` (gateway.public_openapi);
+  private functions are not reachable from it. Browsers get security headers
+  and same-origin writes only (gateway.security).
 - internal: ``/fn/{function}/...`` → any function (how B reaches W) and
   ``/healthz``.
 
@@ -24,8 +26,10 @@ from gateway import errors
 from gateway.assets import StaticFiles
 from gateway.metrics import MetricsResource
 from gateway.proxy import Proxy, split_path
+from gateway.public_openapi import PublicOpenApiDocument
+from gateway.ratelimit import PlayLimit
 from gateway.registry import Registry
-from gateway.security import SecurityHeaders
+from gateway.security import SAFE_METHODS, SameOrigin, SecurityHeaders
 from gateway.status import StatusJson, StatusPage, StatusReport
 
 if TYPE_CHECKING:
@@ -57,17 +61,20 @@ def _http_only(resp: falcon.asgi.Response | None) -> falcon.asgi.Response:
 
 
 class PublicFunctions:
-    """Sink of the public app: ``/srv<x>/...`` → the function published at ``/srv<x>``."""
+    """Sink of the public app: ``/srv<x>/...`` → the function published at ``/srv<x>``; writes within ``limit``."""
 
-    def __init__(self, registry: Registry, proxy: Proxy) -> None:
+    def __init__(self, registry: Registry, proxy: Proxy, limit: PlayLimit | None = None) -> None:
         self.registry = registry
         self.proxy = proxy
+        self.limit = limit
 
     async def __call__(self, req: falcon.asgi.Request, resp: falcon.asgi.Response | None, **params: Any) -> None:
         segment, path = split_path(req)
         manifest = self.registry.published(f"/{segment}")
         if manifest is None:
             raise falcon.HTTPNotFound(title="Not found", description="Nothing is published at this path.")
+        if self.limit is not None and req.method not in SAFE_METHODS:
+            self.limit.check(req)
         await self.proxy.forward(req, _http_only(resp), manifest.name, path)
 
 
@@ -83,10 +90,14 @@ class InternalFunctions:
 
 
 def create_public_app(
-    registry: Registry, proxy: Proxy, control: ControlApi | None = None, status: StatusReport | None = None
+    registry: Registry,
+    proxy: Proxy,
+    control: ControlApi | None = None,
+    status: StatusReport | None = None,
+    limit: PlayLimit | None = None,
 ) -> falcon.asgi.App:
     """The app of the public listener (with ``/v1`` and ``/metrics`` when ``control`` is given)."""
-    app = falcon.asgi.App(middleware=[SecurityHeaders()], cors_enable=False)
+    app = falcon.asgi.App(middleware=[SecurityHeaders(), SameOrigin()], cors_enable=False)
     errors.install(app)
     if control is not None:
         control.install(app)
@@ -98,7 +109,8 @@ def create_public_app(
     app.add_route("/", static, suffix="index")
     app.add_route("/static/{name}", static)
     app.add_route("/healthz", GatewayHealth(registry, status))
-    app.add_sink(PublicFunctions(registry, proxy), prefix="/")
+    app.add_route("/openapi.json", PublicOpenApiDocument())
+    app.add_sink(PublicFunctions(registry, proxy, limit), prefix="/")
     return app
 
 

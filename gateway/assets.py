@@ -65,8 +65,10 @@ class StaticFiles:
 
     def _asset(self, name: str) -> Asset:
         not_found = falcon.HTTPNotFound(title="Not found", description="There is no such static file.")
+        if name.startswith(".") or "\0" in name:  # a NUL is no file name: the OS would refuse it
+            raise not_found
         path = (self.directory / name).resolve()
-        if name.startswith(".") or path.parent != self.directory or path.suffix.lower() not in CONTENT_TYPES:
+        if path.parent != self.directory or path.suffix.lower() not in CONTENT_TYPES:
             raise not_found
         try:
             stat = path.stat()

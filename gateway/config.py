@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -54,6 +56,37 @@ def _size(env: Mapping[str, str], name: str, default: int) -> int:
     return int(raw)
 
 
+def _rate(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "")
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= 1_000_000:
+        raise SettingsError(f"{name} must be a number of requests a second from 0 (no limit) to 1000000, not {raw!r}")
+    return value
+
+
+def _count(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "")
+    if not raw:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= 1_000_000:
+        raise SettingsError(f"{name} must be a whole number from 1 to 1000000, not {raw!r}")
+    return int(raw)
+
+
+def _networks(env: Mapping[str, str], name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    raw = env.get(name, "")
+    try:
+        return tuple(ipaddress.ip_network(part.strip(), strict=False) for part in raw.split(",") if part.strip())
+    except ValueError:
+        expected = "addresses or networks separated by commas (e.g. 10.0.0.5,10.1.0.0/16)"
+        raise SettingsError(f"{name} must be {expected}, not {raw!r}") from None
+
+
 @dataclasses.dataclass(frozen=True)
 class GatewayConfig:
     """Where the gateway listens, which functions it serves and how it guards them."""
@@ -67,21 +100,28 @@ class GatewayConfig:
     control_public: bool
     max_body: int
     start_timeout: float  # how long a new replica may take to answer /healthz
+    play_rate: float  # public writes (plays) a second per client; 0: no limit
+    play_burst: int
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]  # whose X-Forwarded-For is believed
 
     @classmethod
     def from_environ(cls, env: Mapping[str, str] | None = None) -> GatewayConfig:
         """Read the configuration from ``env`` (default: ``os.environ``)."""
         env = os.environ if env is None else env
+        host = env.get("TOMBOLA_HOST") or "127.0.0.1"
         return cls(
-            host=env.get("TOMBOLA_HOST") or "127.0.0.1",
+            host=host,
             port=_port(env, "TOMBOLA_PORT", 8080),
             internal_host=env.get("TOMBOLA_INTERNAL_HOST") or "127.0.0.1",
             internal_port=_port(env, "TOMBOLA_INTERNAL_PORT", 8081),
             functions_dir=Path(env.get("TOMBOLA_FUNCTIONS_DIR") or REPO_FUNCTIONS).resolve(),
             token=env.get("TOMBOLA_TOKEN", ""),
-            control_public=_flag(env, "TOMBOLA_CONTROL_PUBLIC", True),
+            control_public=_flag(env, "TOMBOLA_CONTROL_PUBLIC", _loopback(host)),
             max_body=_size(env, "TOMBOLA_MAX_BODY", 64 * 1024),
             start_timeout=_seconds(env, "TOMBOLA_START_TIMEOUT", 20.0),
+            play_rate=_rate(env, "TOMBOLA_PLAY_RATE", 5.0),
+            play_burst=_count(env, "TOMBOLA_PLAY_BURST", 20),
+            trusted_proxies=_networks(env, "TOMBOLA_TRUSTED_PROXIES"),
         )
 
     @property
@@ -93,6 +133,16 @@ class GatewayConfig:
     def internal_url(self) -> str:
         """The base address replicas use to reach the internal listener."""
         return f"http://{_reachable(self.internal_host)}:{self.internal_port}"
+
+
+def _loopback(host: str) -> bool:
+    """True when ``host`` is a loopback address or name: only this machine reaches the listener."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _reachable(host: str) -> str:

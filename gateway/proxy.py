@@ -39,7 +39,7 @@ log = logging.getLogger("tombola.gateway")
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 IDEMPOTENT = frozenset({"GET", "HEAD"})
 REQUEST_HEADERS = ("Content-Type", "If-None-Match", "If-Modified-Since")
-RESPONSE_HEADERS = ("Content-Type", "ETag", "Cache-Control", "Last-Modified", "Retry-After")
+RESPONSE_HEADERS = ("Content-Type", "ETag", "Cache-Control", "Last-Modified", "Retry-After", "Allow")
 ATTEMPTS = 2
 
 

@@ -29,7 +29,9 @@ from gateway.config import GatewayConfig
 from gateway.control import ControlPlane
 from gateway.control_api import ControlApi
 from gateway.health import HealthChecker
+from gateway.http_limits import BoundedHttpToolsProtocol
 from gateway.proxy import Proxy
+from gateway.ratelimit import PlayLimit
 from gateway.registry import Registry
 from gateway.remote import RemoteReplicas
 from gateway.status import StatusReport
@@ -90,7 +92,8 @@ class Gateway:
         status = StatusReport(self.registry, proxy.metrics, self.control)
         self.autoscaler = Autoscaler(self.registry, self.control, proxy.metrics, AutoscalerSettings.from_environ())
         public_api = self.api if config.control_public else None
-        self.public = Listener(self._uvicorn(create_public_app(self.registry, proxy, public_api, status)))
+        public_app = create_public_app(self.registry, proxy, public_api, status, PlayLimit.from_config(config))
+        self.public = Listener(self._uvicorn(public_app))
         internal_app = create_internal_app(self.registry, proxy, self.api, status)
         self.internal = Listener(self._uvicorn(internal_app))
         self.functions = RemoteReplicas.install(self.registry, internal_app, functions)
@@ -100,7 +103,7 @@ class Gateway:
     def _uvicorn(app: falcon.asgi.App) -> uvicorn.Config:
         return uvicorn.Config(
             app,
-            http="httptools",
+            http=BoundedHttpToolsProtocol,
             ws="none",
             lifespan="off",
             access_log=False,

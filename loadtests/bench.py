@@ -374,6 +374,7 @@ def run(plan: Plan, kind: str, directory: Path) -> str:
     date = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     with tempfile.TemporaryDirectory(prefix="tombola-bench-") as home, backends(kind) as env:
         variables = {**env, "TOMBOLA_W_TEMPO": f"{plan.tempo:g}", "TOMBOLA_SEED_CUSTOMERS": str(plan.seed)}
+        variables["TOMBOLA_PLAY_RATE"] = "0"  # every player comes from this one address: no per-client limit
         pack = Pack(Path(home), variables)
         print(f"starting the pack ({kind} backends)", flush=True)
         try:

@@ -158,6 +158,8 @@ def loads(text: str) -> Manifest:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ManifestError(f"manifest.toml is not valid TOML: {error}") from None
+    except RecursionError:
+        raise ManifestError("manifest.toml is nested too deeply") from None
     return parse(data)
 
 

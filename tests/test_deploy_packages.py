@@ -106,6 +106,11 @@ class TestInspect:
             ({"manifest.toml": 'name = "f"\n[trigger]\ntype = "ftp"\n', "handler.py": HANDLER}, 422, "trigger.type"),
             ({"manifest.toml": MANIFEST.replace('"f"', '"g"'), "handler.py": HANDLER}, 422, "names the function 'g', not 'f'"),
             ({"manifest.toml": b"\xff\xfe", "handler.py": HANDLER}, 422, "UTF-8"),
+            ({"manifest.toml": '[trigger]\ntype = "http"\n', "handler.py": HANDLER}, 422, "manifest.toml: name must match"),
+            ({"manifest.toml": 'name = 5\n[trigger]\ntype = "http"\n', "handler.py": HANDLER}, 422, "name must match"),
+            ({"manifest.toml": 'name = "f"\ntrigger = "http"\n', "handler.py": HANDLER}, 422, r"\[trigger\] must be a table"),
+            ({"manifest.toml": MANIFEST + '[limits]\ntimeout = "5"\n', "handler.py": HANDLER}, 422, "timeout must be a number"),
+            ({"manifest.toml": 'name = "f"\nx = ' + "[" * 5000 + "]" * 5000, "handler.py": HANDLER}, 422, "nested too deeply"),
         ],
     )
     def test_bad_packages_say_why(self, entries: dict[str, bytes | str], status: int, reason: str) -> None:

@@ -13,7 +13,10 @@ import uuid
 
 import pytest
 import requests
+import sqlalchemy as sa
 
+from runner import database
+from runner.settings import Settings
 from tests.pack import Pack
 
 pytestmark = pytest.mark.slow
@@ -88,16 +91,37 @@ def test_exactly_once_under_a_race(flow_pack, mail_sink):
     assert len(mails_for(mail_sink, customer)) == 1
 
 
-@pytest.mark.parametrize("prefix", ["/srvi/user", "/srvs/user", "/srvp/user"])
-@pytest.mark.parametrize("raw", ["abc", "-3", "0", "99999999999999999999", "1%20OR%201=1", "0%20UNION%20SELECT%20user()", "SLEEP(2)"])
-def test_bad_ids_are_400_never_500(flow_pack, prefix, raw):
-    answer = requests.get(f"{flow_pack.url}{prefix}/{raw}", timeout=5)
-    assert answer.status_code == 400, answer.text
-    assert answer.json()["title"] == "Invalid customer id"
+# The upstream's SQL injections, and their usual variants, as customer ids.
+BAD_IDS = [
+    "abc", "-3", "0", "99999999999999999999", "1%20OR%201=1", "0%20UNION%20SELECT%20user()", "SLEEP(2)",
+    "0%20UNION%20SELECT%20email,firstname,lastname%20FROM%20customers--", "1'%20OR%20'1'='1", "1%20AND%20SLEEP(2)",
+    "1);SELECT%20pg_sleep(2)--", "1;DROP%20TABLE%20plays", "1%20OR%201=1--%20-", "1%09OR%091=1", "%27",
+]
 
 
-def test_bad_ids_on_play_are_400(flow_pack):
-    assert requests.post(f"{flow_pack.url}/srvb/user/1;DROP%20TABLE%20plays", timeout=5).status_code == 400
+def database_snapshot(pack: Pack) -> dict[str, list[str]]:
+    """Every row of the lottery's tables, as text."""
+    engine = sa.create_engine(Settings.from_environ(pack.env).database_url, poolclass=sa.NullPool)
+    try:
+        with engine.connect() as connection:
+            return {
+                table.name: sorted(str(tuple(row)) for row in connection.execute(sa.select(table)))
+                for table in (database.customers, database.plays, database.mails)
+            }
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("method", "prefix"), [("GET", "/srvi/user"), ("GET", "/srvs/user"), ("POST", "/srvb/user"), ("GET", "/srvp/user")]
+)
+def test_bad_ids_are_400_never_500_and_change_nothing(flow_pack, method, prefix):
+    before = database_snapshot(flow_pack)
+    for raw in BAD_IDS:
+        answer = requests.request(method, f"{flow_pack.url}{prefix}/{raw}", timeout=5)
+        assert answer.status_code == 400, (raw, answer.text)
+        assert answer.json()["title"] == "Invalid customer id"
+    assert database_snapshot(flow_pack) == before
 
 
 def test_the_worker_is_not_public(flow_pack):

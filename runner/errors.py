@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http
+import json
 import logging
 from typing import Any
 
@@ -19,8 +21,23 @@ class BackendUnavailable(Exception):
         self.backend = backend
 
 
+class BackendError(Exception):
+    """A backend answered, but with an error that waiting for it will not cure (e.g. its own 500)."""
+
+    def __init__(self, backend: str, detail: str = "") -> None:
+        super().__init__(f"{backend} failed{': ' + detail if detail else ''}")
+        self.backend = backend
+
+
 class ExecutionTimeout(Exception):
     """The execution ran past its deadline and was stopped."""
+
+
+def serialize_error(req: falcon.Request, resp: falcon.Response, error: falcon.HTTPError) -> None:
+    """Write ``error`` as JSON ``{"title", "description"}``; one without description gets its status's standard one."""
+    description = error.description or http.HTTPStatus(error.status_code).description
+    resp.content_type = falcon.MEDIA_JSON
+    resp.data = json.dumps({"title": error.title, "description": description}).encode()
 
 
 def _backend_unavailable(req: falcon.Request, resp: falcon.Response, error: BackendUnavailable, params: Any) -> None:
@@ -30,6 +47,11 @@ def _backend_unavailable(req: falcon.Request, resp: falcon.Response, error: Back
         description=f"The {error.backend} cannot be reached right now; retry shortly.",
         retry_after=2,
     )
+
+
+def _backend_error(req: falcon.Request, resp: falcon.Response, error: BackendError, params: Any) -> None:
+    log.warning("backend failed", extra={"backend": error.backend, "error": str(error), "path": req.path})
+    raise falcon.HTTPBadGateway(title=f"{error.backend.capitalize()} failed", description=str(error))
 
 
 def _database_unavailable(req: falcon.Request, resp: falcon.Response, error: Exception, params: Any) -> None:
@@ -51,10 +73,12 @@ def _unexpected(req: falcon.Request, resp: falcon.Response, error: Exception, pa
 
 
 def install_error_handlers(app: falcon.App) -> None:
-    """Map backend failures to 503, deadlines to 504 and anything else to a JSON 500."""
+    """Map unavailable backends to 503, their error answers to 502, deadlines to 504, anything else to a JSON 500."""
+    app.set_error_serializer(serialize_error)
     app.add_error_handler(Exception, _unexpected)
     app.add_error_handler(sqlalchemy.exc.OperationalError, _database_unavailable)
     app.add_error_handler(sqlalchemy.exc.InterfaceError, _database_unavailable)
     app.add_error_handler(sqlalchemy.exc.TimeoutError, _database_unavailable)
     app.add_error_handler(BackendUnavailable, _backend_unavailable)
+    app.add_error_handler(BackendError, _backend_error)
     app.add_error_handler(ExecutionTimeout, _timeout)

@@ -6,8 +6,15 @@ plane can invoke over HTTP. The answer decides the message's fate:
 
 - 2xx: done, acknowledged;
 - 4xx: the message itself is bad: straight to the dead-letter queue;
-- 5xx or a crash: published again with one more attempt after a backoff, and
-  after ``TOMBOLA_MAX_ATTEMPTS`` attempts to the dead-letter queue.
+- 503: a backend the function needs (database, object store, mail API) is
+  unavailable — an outage, not the message's fault: published again after a
+  backoff without counting an attempt, so no outage, however long, dead-letters
+  a message;
+- any other 5xx or a crash: published again with one more attempt after a
+  backoff, and after ``TOMBOLA_MAX_ATTEMPTS`` attempts to the dead-letter queue.
+
+The backoff doubles with each failure of the message, from
+``TOMBOLA_RETRY_BACKOFF`` up to MAX_BACKOFF seconds.
 
 A message is acknowledged only after its retry or dead-letter copy was
 published, so a replica killed at any moment loses nothing (the broker
@@ -30,10 +37,19 @@ import kombu.mixins
 
 from runner import bus
 from runner.app import TIMEOUT_HEADER
+from runner.database import isoformat, utcnow
 from runner.function import Function
 from runner.settings import Settings
 
 log = logging.getLogger("tombola.queue")
+
+OUTAGE = 503  # the handler's answer when a backend is unavailable (runner.errors)
+MAX_BACKOFF = 30.0
+
+
+def backoff(first: float, failures: int) -> float:
+    """Seconds to wait after a message's ``failures``-th failure: ``first``, doubling, at most MAX_BACKOFF."""
+    return min(first * 2 ** min(failures - 1, 16), MAX_BACKOFF)
 
 
 def deliver(app: falcon.App, path: str, body: Any, timeout: float) -> tuple[int, str]:
@@ -95,7 +111,9 @@ class QueueConsumer(kombu.mixins.ConsumerMixin):
         log.info("connected to broker", extra={"queue": self.queue.name})
 
     def on_message(self, body: Any, message: kombu.Message) -> None:
-        attempts = int((message.headers or {}).get(bus.ATTEMPTS_HEADER, 0)) + 1
+        headers = message.headers or {}
+        attempts = int(headers.get(bus.ATTEMPTS_HEADER, 0))
+        outages = int(headers.get(bus.OUTAGES_HEADER, 0))
         try:
             status, text = deliver(self.app, self.function.manifest.trigger.path or "/", body, self.function.manifest.limits.timeout)
         except Exception as error:  # the runner must outlive any handler failure
@@ -105,31 +123,46 @@ class QueueConsumer(kombu.mixins.ConsumerMixin):
             message.ack()
             return
         self.counters.failed += 1
+        if status == OUTAGE:
+            outages += 1
+        else:
+            attempts += 1
+        counts = {bus.ATTEMPTS_HEADER: attempts, bus.OUTAGES_HEADER: outages}
         if 400 <= status < 500 or attempts >= self.settings.max_attempts:
-            self._dead_letter(body, message, attempts, f"{status} {text[:500]}")
+            self._dead_letter(body, message, counts, f"{status} {text[:500]}")
             return
-        delay = min(self.settings.retry_backoff * 2 ** (attempts - 1), 30.0)
-        log.warning("message failed, retrying", extra={"status": status, "attempt": attempts, "retry_in": delay, "error": text[:300]})
+        delay = backoff(self.settings.retry_backoff, attempts + outages)
+        log.warning(
+            "message failed, retrying",
+            extra={"status": status, "attempt": attempts, "outages": outages, "retry_in": delay, "error": text[:300]},
+        )
         gevent.sleep(delay)
-        self._publish(body, message, self.queue.name, "", attempts, text)
+        self._publish(body, message, self.queue.name, "", counts, text)
         message.ack()
 
-    def _dead_letter(self, body: Any, message: kombu.Message, attempts: int, error: str) -> None:
-        log.error("message dead-lettered", extra={"queue": self.queue.name, "attempt": attempts, "error": error[:300]})
-        self._publish(body, message, self.dead_letters.routing_key, bus.DEAD.name, attempts, error)
+    def _dead_letter(self, body: Any, message: kombu.Message, counts: dict[str, int], error: str) -> None:
+        log.error(
+            "message dead-lettered",
+            extra={"queue": self.queue.name, "attempt": counts[bus.ATTEMPTS_HEADER], "error": error[:300]},
+        )
+        self._publish(body, message, self.dead_letters.routing_key, bus.DEAD.name, counts, error)
         self.counters.dead_lettered += 1
         message.ack()
 
-    def _publish(self, body: Any, message: kombu.Message, routing_key: str, exchange: str, attempts: int, error: str) -> None:
+    def _publish(
+        self, body: Any, message: kombu.Message, routing_key: str, exchange: str, counts: dict[str, int], error: str
+    ) -> None:
         assert self.producer is not None
         headers = dict(message.headers or {})
-        headers.update({bus.ATTEMPTS_HEADER: attempts, bus.ERROR_HEADER: error[:500]})
+        headers.setdefault(bus.FIRST_FAILED_HEADER, isoformat(utcnow()))
+        headers.update({**counts, bus.ERROR_HEADER: error[:500]})
         self.producer.publish(
             body,
             exchange=exchange,
             routing_key=routing_key,
             serializer="json",
             headers=headers,
+            message_id=bus.message_id(message),
             delivery_mode=kombu.entity.PERSISTENT_DELIVERY_MODE,
         )
 

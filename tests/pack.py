@@ -30,6 +30,7 @@ class Pack:
             "TOMBOLA_PORT": str(self.port),
             "TOMBOLA_INTERNAL_PORT": str(self.internal_port),
             "TOMBOLA_TOKEN": "test-token-" + os.urandom(8).hex(),
+            "TOMBOLA_PLAY_RATE": "0",  # tests play from one address; tests/test_security.py turns the limit on
             **env,
         }
         self.url = f"http://127.0.0.1:{self.port}"

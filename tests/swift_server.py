@@ -66,7 +66,10 @@ def _accepts(port: int) -> bool:
 
 
 class SwiftServer:
-    """Swift's four servers in a throwaway folder; ``pause()``/``resume()`` take them down and back."""
+    """Swift's four servers in a throwaway folder; ``pause()``/``resume()`` take them down and back.
+
+    ``freeze()``/``thaw()`` make the proxy hang and go on again (a store that is slow, not down).
+    """
 
     user = USER
     key = KEY
@@ -138,6 +141,7 @@ class SwiftServer:
         for process in self._processes.values():
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
+                process.send_signal(signal.SIGCONT)  # a frozen one too
         for process in self._processes.values():
             try:
                 process.wait(timeout=5)
@@ -165,6 +169,14 @@ class SwiftServer:
         except BaseException:
             self.pause()
             raise
+
+    def freeze(self) -> None:
+        """Stop the proxy in its tracks (SIGSTOP): connections are still accepted, nothing is answered until thaw()."""
+        self._processes["proxy"].send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """Let a frozen proxy go on (SIGCONT): it answers what waited."""
+        self._processes["proxy"].send_signal(signal.SIGCONT)
 
     def __enter__(self) -> SwiftServer:
         self.start()

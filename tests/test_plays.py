@@ -39,8 +39,8 @@ def test_release_gives_the_play_back(engine):
 
 def test_a_played_claim_is_never_released(engine):
     play_id = plays.claim(engine, 5)
-    plays.mark_played(engine, 5, play_id, "Mug", database.utcnow())
-    plays.release(engine, 5, play_id)
+    assert plays.mark_played(engine, 5, play_id, "Mug", database.utcnow())
+    assert not plays.release(engine, 5, play_id)
     assert plays.find(engine, 5).status == plays.PLAYED
 
 
@@ -53,11 +53,31 @@ def test_an_abandoned_claim_can_be_taken_over(engine):
     assert new_id not in (None, play_id)
 
 
-def test_record_is_idempotent(engine):
+def test_settling_is_idempotent_and_attaches_the_picture(engine):
     moment = datetime.datetime(2026, 11, 22, 9, 0, 0)
-    play_id = "6f1c0a52-1b8e-4a55-9a3f-3d1f0f5a0c11"
+    play_id = plays.claim(engine, 7)
     for _ in range(3):
-        plays.record(engine, 7, play_id, "Mug", moment, "7.jpg")
+        assert plays.mark_played(engine, 7, play_id, "Mug", moment)
+    plays.attach_picture(engine, 7, play_id, "7.jpg")
     with engine.connect() as connection:
         rows = connection.execute(sa.select(database.plays).where(database.plays.c.customer_id == 7)).all()
     assert len(rows) == 1 and rows[0].status == plays.PLAYED and rows[0].picture == "7.jpg"
+
+
+def test_a_claim_given_back_is_never_settled(engine):
+    play_id = plays.claim(engine, 8)
+    assert plays.release(engine, 8, play_id)
+    assert not plays.mark_played(engine, 8, play_id, "Mug", database.utcnow())
+    assert plays.find(engine, 8) is None
+
+
+def test_release_and_settle_race_has_one_winner(engine):
+    """B giving back an unconfirmed play while W1 settles it: exactly one of them wins, whatever the order."""
+    for customer in range(1, 6):
+        play_id = plays.claim(engine, customer)
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            released = pool.submit(plays.release, engine, customer, play_id)
+            settled = pool.submit(plays.mark_played, engine, customer, play_id, "Mug", database.utcnow())
+        assert released.result() != settled.result()
+        play = plays.find(engine, customer)
+        assert (play is None) == released.result()

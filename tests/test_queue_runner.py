@@ -13,7 +13,7 @@ from runner.bus import Publisher
 from runner.database import create_engine
 from runner.objectstore import open_store
 from tests.support import environment, make_settings, migrated, replica
-from tests.test_function_w1 import message
+from tests.test_function_w1 import claimed, message
 
 
 def wait_until(predicate, timeout: float = 20.0):
@@ -53,9 +53,9 @@ def test_w1_replica_records_published_plays(tmp_path, broker_env):
     with replica("w1", env, tmp_path / "w1.log") as url:
         publisher = Publisher(settings)
         for customer in (21, 22, 23):
-            publisher.publish_play(message(customer, play_id=f"00000000-0000-4000-8000-0000000000{customer}"))
+            publisher.publish_play(message(customer, play_id=claimed(settings, customer)))
         engine = create_engine(settings.database_url)
-        wait_until(lambda: all(plays.find(engine, c) is not None for c in (21, 22, 23)))
+        wait_until(lambda: all(plays.find(engine, c).picture == f"{c}.jpg" for c in (21, 22, 23)))
         assert open_store(settings).get("22.jpg") is not None
         health = requests.get(f"{url}/healthz", timeout=2).json()
         assert health["function"] == "w1" and health["consumed"] == 3
@@ -76,7 +76,7 @@ def test_w2_retries_a_failing_mail_api_then_sends_once(tmp_path, mail_sink):
     settings = migrated(make_settings(tmp_path, **mail))
     mail_sink.fail_next(2, 503)
     with replica("w2", environment(settings, TOMBOLA_RETRY_BACKOFF="0.1", **mail), tmp_path / "w2.log"):
-        Publisher(settings).publish_play(message(25))
+        Publisher(settings).publish_play(message(25, play_id=claimed(settings, 25)))
         mail_sink.wait_for(1, timeout=20)
         time.sleep(0.5)
     assert len(mail_sink.mails()) == 1
@@ -88,7 +88,20 @@ def test_w2_dead_letters_after_max_attempts(tmp_path, mail_sink):
     mail_sink.fail_next(100, 500)
     env = environment(settings, TOMBOLA_RETRY_BACKOFF="0.05", TOMBOLA_MAX_ATTEMPTS="3", **mail)
     with replica("w2", env, tmp_path / "w2.log"):
-        Publisher(settings).publish_play(message(26))
+        Publisher(settings).publish_play(message(26, play_id=claimed(settings, 26)))
         (letter,) = wait_until(lambda: dead_letters(settings, "w2"))
     assert letter.headers[bus.ATTEMPTS_HEADER] == 3
     assert mail_sink.mails() == []
+
+
+def test_an_unavailable_mail_api_costs_no_attempt_and_the_mail_goes_out_once_it_is_back(tmp_path, mail_sink):
+    mail = {"TOMBOLA_MAIL_URL": mail_sink.url, "TOMBOLA_MAIL_DOMAIN": "shop.test", "TOMBOLA_MAIL_API_KEY": mail_sink.key}
+    settings = migrated(make_settings(tmp_path, **mail))
+    play_id = claimed(settings, 27)
+    mail_sink.fail_next(6, 503)  # three times TOMBOLA_MAX_ATTEMPTS: an outage, not a poison message
+    env = environment(settings, TOMBOLA_RETRY_BACKOFF="0.05", TOMBOLA_MAX_ATTEMPTS="2", **mail)
+    with replica("w2", env, tmp_path / "w2.log"):
+        Publisher(settings).publish_play(message(27, play_id=play_id))
+        mail_sink.wait_for(1, timeout=30)
+    assert mail_sink.attempts == 7
+    assert dead_letters(settings, "w2") == []

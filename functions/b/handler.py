@@ -5,8 +5,11 @@
 2. Ask W for a prize within the execution's deadline. If W fails or is too
    slow, give the claim back and answer 503: the customer may retry.
 3. Publish the play, persistent, and wait for the broker's confirm; if the
-   broker cannot take it, give the claim back and answer 503.
-4. Mark the play played and answer ``{"status": "ok", "price"}``.
+   broker cannot take it, give the claim back and answer 503. Without a
+   confirm the message may still have gone out: the claim is given back only
+   if W1 or W2 did not settle it meanwhile (runner.plays); if they did, the
+   play went through after all.
+4. Mark the play played and answer ``{"status": "ok", "price", "play_id"}``.
 """
 
 from __future__ import annotations
@@ -83,13 +86,19 @@ class Play:
             raise falcon.HTTPConflict(title="Already played", description=f"Customer {number} has already played.")
         try:
             price, img = self.worker.draw(number, remaining(req) - PUBLISH_TIMEOUT)
-            played_at = utcnow()
+        except BaseException:
+            plays.release(self.ctx.database, number, play_id)
+            raise
+        played_at = utcnow()
+        try:
             self.ctx.publisher.publish_play(
                 {"id": number, "play_id": play_id, "price": price, "img": img, "played_at": isoformat(played_at)}
             )
         except BaseException:
-            plays.release(self.ctx.database, number, play_id)
-            raise
+            if plays.release(self.ctx.database, number, play_id):
+                raise
+            # Not given back: a consumer settled the play, so its message went out although no confirm came.
+            log.warning("publish unconfirmed but delivered", extra={"customer": number, "play_id": play_id})
         try:
             plays.mark_played(self.ctx.database, number, play_id, price, played_at)
         except sqlalchemy.exc.SQLAlchemyError as error:

@@ -1,7 +1,10 @@
-"""W1 — ``POST /messages``: stores a play's picture as ``<id>.jpg`` and records the play.
+"""W1 — ``POST /messages``: records the play and stores its picture as ``<id>.jpg``.
 
-Idempotent: the same message twice stores the same picture and records the
-same play. The runner acknowledges the message only after a 2xx answer.
+The play is settled first (runner.plays): a message whose claim was given
+back (B answered 503 when the broker's confirm never came) or taken over is
+discarded, and no picture is stored for it. Idempotent: the same message twice
+records the same play and stores the same picture. The runner acknowledges
+the message only after a 2xx answer.
 """
 
 from __future__ import annotations
@@ -25,9 +28,12 @@ class PlayRecorder:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         message = PlayMessage.from_media(req.get_media())
+        if not plays.settle(self.ctx.database, message):
+            resp.media = {"status": "discarded", "id": message.id, "play_id": message.play_id}
+            return
         key = plays.picture_key(message.id)
         self.ctx.store.put(key, message.picture, "image/jpeg")
-        plays.record(self.ctx.database, message.id, message.play_id, message.price, message.played_at, key)
+        plays.attach_picture(self.ctx.database, message.id, message.play_id, key)
         log.info("play recorded", extra={"customer": message.id, "play_id": message.play_id})
         resp.media = {"status": "recorded", "id": message.id, "picture": key}
 

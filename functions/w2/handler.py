@@ -1,8 +1,10 @@
 """W2 — ``POST /messages``: mails the shop's admins once per play.
 
 Idempotent per play: the ``mails`` table remembers each play id that was
-mailed, so a redelivered message is not mailed again. A mail API that fails
-gives a 503, and the runner retries with backoff, then dead-letters.
+mailed, so a redelivered message is not mailed again. A message whose claim
+was given back or taken over (runner.plays) is discarded unmailed. A mail API
+that cannot take the mail now gives a 503 (the runner retries until it can);
+one that answers with an error gives a 502 (retried, then dead-lettered).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import falcon
 import sqlalchemy as sa
 
 from mailer import Mailer, open_mailer
+from runner import plays
 from runner.context import Context
 from runner.database import mails, utcnow
 from runner.messages import PlayMessage
@@ -29,6 +32,9 @@ class AdminMail:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         message = PlayMessage.from_media(req.get_media())
+        if not plays.settle(self.ctx.database, message):
+            resp.media = {"status": "discarded", "play_id": message.play_id}
+            return
         if self._already_sent(message.play_id):
             resp.media = {"status": "duplicate", "play_id": message.play_id}
             return

@@ -10,15 +10,18 @@ from typing import Protocol
 
 import requests
 
-from runner.errors import BackendUnavailable
+from runner.errors import BackendError, BackendUnavailable
 from runner.settings import Settings
 
 MAIL_TIMEOUT = (3.0, 10.0)
+# Answers that mean "not now": the mail waits (retried without limit) rather than being given up.
+# A refused key is one of them: the operator fixes the configuration, and no mail is lost meanwhile.
+NOT_NOW = frozenset({401, 403, 429, 502, 503, 504})
 
 
 class Mailer(Protocol):
     def send(self, play_id: str, subject: str, text: str) -> str:
-        """Send one mail; return its message id; raise BackendUnavailable when it cannot."""
+        """Send one mail; return its message id; raise BackendUnavailable (not now) or BackendError (failed)."""
 
 
 class MailgunMailer:
@@ -44,8 +47,10 @@ class MailgunMailer:
             answer = self.session.post(self.endpoint, data=fields, auth=self.auth, timeout=MAIL_TIMEOUT)
         except requests.RequestException as error:
             raise BackendUnavailable("mail API", type(error).__name__) from error
-        if answer.status_code != 200:
+        if answer.status_code in NOT_NOW:
             raise BackendUnavailable("mail API", f"answered {answer.status_code}")
+        if answer.status_code != 200:
+            raise BackendError("mail API", f"answered {answer.status_code}")
         try:
             return str(answer.json().get("id", ""))
         except ValueError:

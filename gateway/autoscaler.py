@@ -29,11 +29,10 @@ import time
 from collections.abc import Mapping
 from typing import Protocol
 
-from gateway.config import FALSE, TRUE
 from gateway.control import ControlError
 from gateway.metrics import Metrics
 from gateway.registry import Registry
-from runner.settings import SettingsError
+from runner.environment import flag, number
 
 log = logging.getLogger("tombola.autoscaler")
 
@@ -65,27 +64,12 @@ class AutoscalerSettings:
     def from_environ(cls, env: Mapping[str, str] | None = None) -> AutoscalerSettings:
         """Read the settings from ``env`` (default: ``os.environ``)."""
         env = os.environ if env is None else env
-        enabled = env.get("TOMBOLA_AUTOSCALE", "").strip().lower() or "1"
-        if enabled not in TRUE | FALSE:
-            raise SettingsError(f"TOMBOLA_AUTOSCALE must be true or false, not {enabled!r}")
+        seconds = "a number of seconds (0 or more)"
         return cls(
-            enabled=enabled in TRUE,
-            cooldown=_seconds(env, "TOMBOLA_SCALE_COOLDOWN", cls.cooldown),
-            idle=_seconds(env, "TOMBOLA_SCALE_IDLE", cls.idle),
+            enabled=flag(env, "TOMBOLA_AUTOSCALE", cls.enabled),
+            cooldown=number(env, "TOMBOLA_SCALE_COOLDOWN", cls.cooldown, expected=seconds),
+            idle=number(env, "TOMBOLA_SCALE_IDLE", cls.idle, expected=seconds),
         )
-
-
-def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value < 0:
-        raise SettingsError(f"{name} must be a number of seconds (0 or more), not {raw!r}")
-    return value
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,78 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from runner.settings import SettingsError
+from runner.environment import SettingsError, flag, number, whole
 
 REPO_FUNCTIONS = Path(__file__).resolve().parent.parent / "functions"
-TRUE = frozenset({"1", "true", "yes", "on"})
-FALSE = frozenset({"0", "false", "no", "off"})
-
-
-def _port(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name, "")
-    if not raw:
-        return default
-    if not raw.isdigit() or not 1 <= int(raw) <= 65535:
-        raise SettingsError(f"{name} must be a port number between 1 and 65535, not {raw!r}")
-    return int(raw)
-
-
-def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name, "").strip().lower()
-    if not raw:
-        return default
-    if raw not in TRUE | FALSE:
-        raise SettingsError(f"{name} must be true or false, not {raw!r}")
-    return raw in TRUE
-
-
-def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "")
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = 0.0
-    if not 0 < value <= 3600:
-        raise SettingsError(f"{name} must be a number of seconds between 0 and 3600, not {raw!r}")
-    return value
-
-
-def _size(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name, "")
-    if not raw:
-        return default
-    if not raw.isdigit() or int(raw) < 1:
-        raise SettingsError(f"{name} must be a positive number of bytes, not {raw!r}")
-    return int(raw)
-
-
-def _rate(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "")
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not 0 <= value <= 1_000_000:
-        raise SettingsError(f"{name} must be a number of requests a second from 0 (no limit) to 1000000, not {raw!r}")
-    return value
-
-
-def _count(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name, "")
-    if not raw:
-        return default
-    if not raw.isdigit() or not 1 <= int(raw) <= 1_000_000:
-        raise SettingsError(f"{name} must be a whole number from 1 to 1000000, not {raw!r}")
-    return int(raw)
+PORT = "a port number between 1 and 65535"
 
 
 def _networks(env: Mapping[str, str], name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
@@ -111,16 +47,22 @@ class GatewayConfig:
         host = env.get("TOMBOLA_HOST") or "127.0.0.1"
         return cls(
             host=host,
-            port=_port(env, "TOMBOLA_PORT", 8080),
+            port=whole(env, "TOMBOLA_PORT", 8080, low=1, high=65535, expected=PORT),
             internal_host=env.get("TOMBOLA_INTERNAL_HOST") or "127.0.0.1",
-            internal_port=_port(env, "TOMBOLA_INTERNAL_PORT", 8081),
+            internal_port=whole(env, "TOMBOLA_INTERNAL_PORT", 8081, low=1, high=65535, expected=PORT),
             functions_dir=Path(env.get("TOMBOLA_FUNCTIONS_DIR") or REPO_FUNCTIONS).resolve(),
             token=env.get("TOMBOLA_TOKEN", ""),
-            control_public=_flag(env, "TOMBOLA_CONTROL_PUBLIC", _loopback(host)),
-            max_body=_size(env, "TOMBOLA_MAX_BODY", 64 * 1024),
-            start_timeout=_seconds(env, "TOMBOLA_START_TIMEOUT", 20.0),
-            play_rate=_rate(env, "TOMBOLA_PLAY_RATE", 5.0),
-            play_burst=_count(env, "TOMBOLA_PLAY_BURST", 20),
+            control_public=flag(env, "TOMBOLA_CONTROL_PUBLIC", _loopback(host)),
+            max_body=whole(env, "TOMBOLA_MAX_BODY", 64 * 1024, low=1, expected="a positive number of bytes"),
+            start_timeout=number(
+                env, "TOMBOLA_START_TIMEOUT", 20.0, above_low=True, high=3600,
+                expected="a number of seconds between 0 and 3600",
+            ),
+            play_rate=number(
+                env, "TOMBOLA_PLAY_RATE", 5.0, high=1_000_000,
+                expected="a number of requests a second from 0 (no limit) to 1000000",
+            ),
+            play_burst=whole(env, "TOMBOLA_PLAY_BURST", 20, low=1, high=1_000_000, expected="a whole number from 1 to 1000000"),
             trusted_proxies=_networks(env, "TOMBOLA_TRUSTED_PROXIES"),
         )
 

@@ -78,9 +78,12 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
 
 
 def create_engine(url: str, pool_size: int = 5) -> sa.Engine:
-    """An engine that survives database restarts (pre-ping) and suits many processes."""
+    """An engine that suits many processes and, on a database server, survives its restarts (pre-ping).
+
+    SQLite is a file: its connections never go stale, so they are not pinged.
+    """
     if url.startswith("sqlite"):
-        engine = sa.create_engine(url, pool_pre_ping=True, connect_args={"timeout": 10})
+        engine = sa.create_engine(url, connect_args={"timeout": 10})
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return sa.create_engine(

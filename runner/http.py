@@ -63,6 +63,7 @@ class HttpReplica(gunicorn.app.base.BaseApplication):
         self.cfg.set("control_socket_disable", True)  # replicas are controlled by signals, not a shared socket
         self.cfg.set("proc_name", f"tombola-{self.function.name}")
         self.cfg.set("logconfig_dict", log_config(self.function.name, self.version))
+        logs.skip_unused_fields()
         self.cfg.set("logger_class", ReplicaLogger)
         self.cfg.set("post_fork", lambda server, worker: limit_memory(memory_mb))
 

@@ -53,10 +53,13 @@ class Play:
     picture: str | None
 
 
+_FIND = sa.select(plays).where(plays.c.customer_id == sa.bindparam("customer_id"))
+
+
 def find(engine: sa.Engine, customer_id: int) -> Play | None:
     """The customer's play, if any."""
     with engine.connect() as connection:
-        row = connection.execute(sa.select(plays).where(plays.c.customer_id == customer_id)).first()
+        row = connection.execute(_FIND, {"customer_id": customer_id}).first()
     return None if row is None else Play(**row._mapping)
 
 

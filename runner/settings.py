@@ -12,32 +12,9 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
+from runner.environment import SettingsError, number, whole
 
-class SettingsError(ValueError):
-    """A variable of the environment holds a value the pack cannot use."""
-
-
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name, "")
-    if not raw:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a whole number, not {raw!r}") from None
-
-
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "")
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a number, not {raw!r}") from None
-    if not 0 <= value < float("inf"):
-        raise SettingsError(f"{name} must be zero or more, not {raw!r}")
-    return value
+__all__ = ["Settings", "SettingsError"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,8 +90,8 @@ class Settings:
             mail_from=env.get("TOMBOLA_MAIL_FROM", "tombola@tombola.local"),
             mail_to=env.get("TOMBOLA_MAIL_TO", "admins@tombola.local"),
             w_url=env.get("TOMBOLA_W_URL", "http://127.0.0.1:8081/fn/w"),
-            w_tempo=_float(env, "TOMBOLA_W_TEMPO", 5.0),
-            max_attempts=_int(env, "TOMBOLA_MAX_ATTEMPTS", 8),
-            retry_backoff=_float(env, "TOMBOLA_RETRY_BACKOFF", 0.5),
-            seed_customers=_int(env, "TOMBOLA_SEED_CUSTOMERS", 10_000),
+            w_tempo=number(env, "TOMBOLA_W_TEMPO", 5.0, expected="a number of seconds (0 or more)"),
+            max_attempts=whole(env, "TOMBOLA_MAX_ATTEMPTS", 8, low=1, expected="a whole number of attempts (1 or more)"),
+            retry_backoff=number(env, "TOMBOLA_RETRY_BACKOFF", 0.5, expected="a number of seconds (0 or more)"),
+            seed_customers=whole(env, "TOMBOLA_SEED_CUSTOMERS", 10_000, expected="a whole number of customers (0 or more)"),
         )

@@ -1,7 +1,8 @@
 """What a function's handler receives: settings and lazily opened backends.
 
-A replica builds one Context at start. It holds connection pools only, never
-state about customers or plays: every function stays stateless.
+A replica builds one Context at start. It holds connection pools and, for I,
+a short-lived cache of customers read from the shop (``runner.customers``);
+never the state of a play: every function stays stateless.
 """
 
 from __future__ import annotations

@@ -1,9 +1,17 @@
-"""The shop's customers: the pack's own table, or a PrestaShop database read-only."""
+"""The shop's customers: the pack's own table, or a PrestaShop database read-only.
+
+Customers found are kept a short while (``TOMBOLA_CUSTOMER_CACHE_SECONDS``,
+default 30, no longer than I's own ``Cache-Control: max-age=60`` lets browsers
+keep them): I's hot path then costs no query. An id not found is never kept,
+so a customer who has just signed up is found at once.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import threading
 
+import cachetools
 import sqlalchemy as sa
 
 from runner import database
@@ -33,25 +41,47 @@ def prestashop_table(prefix: str) -> sa.Table:
     )
 
 
-class CustomerDirectory:
-    """Looks customers up by id with one parametrised SELECT."""
+CACHED_CUSTOMERS = 50_000
 
-    def __init__(self, engine: sa.Engine, query: sa.Select) -> None:
+
+class CustomerDirectory:
+    """Looks customers up by id with one parametrised SELECT, and keeps those found for ``cache_seconds``."""
+
+    def __init__(self, engine: sa.Engine, query: sa.Select, cache_seconds: float = 0.0) -> None:
         self.engine = engine
         self.query = query
+        self._found: cachetools.TTLCache[int, Customer] | None = (
+            cachetools.TTLCache(CACHED_CUSTOMERS, cache_seconds) if cache_seconds > 0 else None
+        )
+        self._lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings, engine: sa.Engine) -> CustomerDirectory:
         """The shop database when TOMBOLA_SHOP_DATABASE_URL is set, else the pack's own table."""
+        seconds = settings.customer_cache_seconds
         if settings.shop_database_url:
             table = prestashop_table(settings.shop_table_prefix)
             query = sa.select(table.c.id_customer, table.c.firstname, table.c.lastname, table.c.email)
-            return cls(database.create_engine(settings.shop_database_url), query.where(table.c.id_customer == sa.bindparam("id")))
+            shop = database.create_engine(settings.shop_database_url)
+            return cls(shop, query.where(table.c.id_customer == sa.bindparam("id")), seconds)
         table = database.customers
         query = sa.select(table.c.id, table.c.firstname, table.c.lastname, table.c.email)
-        return cls(engine, query.where(table.c.id == sa.bindparam("id")))
+        return cls(engine, query.where(table.c.id == sa.bindparam("id")), seconds)
 
     def find(self, customer_id: int) -> Customer | None:
+        """The customer ``customer_id``, or None when the shop has no such customer."""
+        if self._found is None:
+            return self._select(customer_id)
+        with self._lock:
+            customer = self._found.get(customer_id)
+        if customer is None:
+            customer = self._select(customer_id)
+            if customer is not None:
+                with self._lock:
+                    self._found[customer_id] = customer
+        return customer
+
+    def _select(self, customer_id: int) -> Customer | None:
         with self.engine.connect() as connection:
             row = connection.execute(self.query, {"id": customer_id}).first()
         return None if row is None else Customer(int(row[0]), row[1] or "", row[2] or "", row[3] or "")

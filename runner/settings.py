@@ -51,6 +51,7 @@ class Settings:
     max_attempts: int
     retry_backoff: float
     seed_customers: int
+    customer_cache_seconds: float
 
     @classmethod
     def from_environ(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -94,4 +95,7 @@ class Settings:
             max_attempts=whole(env, "TOMBOLA_MAX_ATTEMPTS", 8, low=1, expected="a whole number of attempts (1 or more)"),
             retry_backoff=number(env, "TOMBOLA_RETRY_BACKOFF", 0.5, expected="a number of seconds (0 or more)"),
             seed_customers=whole(env, "TOMBOLA_SEED_CUSTOMERS", 10_000, expected="a whole number of customers (0 or more)"),
+            customer_cache_seconds=number(
+                env, "TOMBOLA_CUSTOMER_CACHE_SECONDS", 30.0, high=3600, expected="a number of seconds from 0 (no cache) to 3600"
+            ),
         )

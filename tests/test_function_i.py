@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import sqlalchemy as sa
 
@@ -56,3 +58,37 @@ def test_reads_a_prestashop_shop(tmp_path):
     client = function_client("i", migrated(make_settings(tmp_path, TOMBOLA_SHOP_DATABASE_URL=shop_url, TOMBOLA_SHOP_TABLE_PREFIX="shop_")))
     assert client.simulate_get("/user/7").json == {"id": 7, "firstname": "Jean", "lastname": "Dupont", "email": "jd@shop.test"}
     assert client.simulate_get("/user/42").status_code == 404
+
+
+def rename(settings, customer_id: int, firstname: str) -> None:
+    engine = sa.create_engine(settings.database_url)
+    with engine.begin() as connection:
+        connection.execute(sa.text("UPDATE customers SET firstname = :name WHERE id = :id"), {"name": firstname, "id": customer_id})
+
+
+def test_a_found_customer_is_kept_for_the_cache_time_then_read_again(tmp_path):
+    settings = migrated(make_settings(tmp_path, TOMBOLA_CUSTOMER_CACHE_SECONDS="0.5"))
+    client = function_client("i", settings)
+    assert client.simulate_get("/user/42").json["firstname"] == "Sophie"
+    rename(settings, 42, "Renamed")
+    assert client.simulate_get("/user/42").json["firstname"] == "Sophie"  # kept
+    time.sleep(0.6)
+    assert client.simulate_get("/user/42").json["firstname"] == "Renamed"  # read again once expired
+
+
+def test_without_a_cache_every_read_sees_the_shop(tmp_path):
+    settings = migrated(make_settings(tmp_path, TOMBOLA_CUSTOMER_CACHE_SECONDS="0"))
+    client = function_client("i", settings)
+    assert client.simulate_get("/user/42").json["firstname"] == "Sophie"
+    rename(settings, 42, "Renamed")
+    assert client.simulate_get("/user/42").json["firstname"] == "Renamed"
+
+
+def test_an_unknown_id_is_never_kept(tmp_path):
+    settings = migrated(make_settings(tmp_path))
+    client = function_client("i", settings)
+    assert client.simulate_get("/user/101").status_code == 404
+    engine = sa.create_engine(settings.database_url)
+    with engine.begin() as connection:
+        connection.execute(sa.text("INSERT INTO customers VALUES (101, 'New', 'Customer', 'new@example.com')"))
+    assert client.simulate_get("/user/101").json["firstname"] == "New"

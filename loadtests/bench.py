@@ -369,6 +369,15 @@ def summary(plan: Plan, kind: str) -> str:
     )
 
 
+def keep_logs(home: Path, into: Path) -> None:
+    """Copy the pack's own log and every replica's log out of its temporary home, to explain any error."""
+    into.mkdir(parents=True, exist_ok=True)
+    if (home / "pack.log").exists():
+        shutil.copy2(home / "pack.log", into / "pack.log")
+    if (home / "logs").is_dir():
+        shutil.copytree(home / "logs", into / "replicas", dirs_exist_ok=True)
+
+
 def run(plan: Plan, kind: str, directory: Path) -> str:
     """Run every phase on a fresh pack; write the outputs; the report's text."""
     date = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
@@ -390,6 +399,7 @@ def run(plan: Plan, kind: str, directory: Path) -> str:
             raise
         finally:
             pack.stop()
+            keep_logs(Path(home), directory / "pack-logs")
     meta = {
         "date": date,
         "machine": report.machine(),

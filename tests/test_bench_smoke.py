@@ -52,3 +52,6 @@ def test_smoke_run_writes_the_report(tmp_path):
         "locust-autoscale.html", "locust-w1.html", "locust-w2.html",
     ]
     assert (output / "plot.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    logs = output / "pack-logs"
+    assert "tombola is up" in (logs / "pack.log").read_text()
+    assert {path.name for path in (logs / "replicas").iterdir()} >= {"b", "i", "s", "w", "w1", "w2"}

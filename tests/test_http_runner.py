@@ -47,8 +47,30 @@ class Crash:
         raise RuntimeError("secret internals")
 
 
+class Threads:
+    """Real OS threads (as gevent's resolver starts), each allocating a little: each gets its own malloc arena."""
+
+    def on_get(self, req, resp, count):
+        from gevent import monkey
+
+        start_thread = monkey.get_original("_thread", "start_new_thread")
+        done = []
+
+        def work():
+            done.append(len([bytes(1000) for _ in range(2000)]))
+
+        for _ in range(int(count)):
+            start_thread(work, ())
+        deadline = time.monotonic() + 5
+        while len(done) < int(count) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        resp.media = {"threads": len(done)}
+
+
 def routes(ctx):
-    return {"/sleep/{seconds}": Sleep(), "/allocate/{megabytes}": Allocate(), "/crash": Crash()}
+    return {
+        "/sleep/{seconds}": Sleep(), "/allocate/{megabytes}": Allocate(), "/crash": Crash(), "/threads/{count}": Threads(),
+    }
 '''
 
 
@@ -127,6 +149,13 @@ def test_the_memory_limit_holds_and_the_replica_survives(demo):
     assert requests.get(f"{url}/allocate/8", timeout=5).status_code == 200
     assert requests.get(f"{url}/allocate/1024", timeout=5).status_code == 500
     assert requests.get(f"{url}/healthz", timeout=5).status_code == 200
+
+
+def test_the_memory_limit_counts_memory_not_address_space(demo):
+    """Threads reserve address space (a malloc arena each) they never use: the limit must not refuse them."""
+    url, _ = demo
+    answer = requests.get(f"{url}/threads/16", timeout=10)
+    assert answer.status_code == 200 and answer.json() == {"threads": 16}
 
 
 def test_sigterm_lets_in_flight_work_finish(demo):

@@ -9,13 +9,18 @@ arriving by the bytes received since its request began (a chunk that also
 ends a pipelined request counts whole: browsers do not pipeline), so an
 endless head is refused without waiting for its end. A request that is not
 HTTP gets a JSON 400 instead of uvicorn's plain-text one.
+
+Its writes go out once per turn of the event loop (gateway.coalescing).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from gateway.coalescing import CoalescingTransport
 
 MAX_TARGET = 8 * 1024
 MAX_HEAD = 32 * 1024
@@ -35,6 +40,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     _refusal: tuple[int, str, str] | None = None
     _in_head = False
     _head_bytes = 0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
 
     def on_message_begin(self) -> None:
         super().on_message_begin()

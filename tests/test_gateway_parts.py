@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import stat
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 
 from gateway.balancer import Balancer
 from gateway.catalog import load_functions
+from gateway.coalescing import CoalescingTransport
 from gateway.config import GatewayConfig
 from gateway.control_token import ensure_token
 from gateway.registry import Registry, RegistryError, Replica
@@ -159,3 +161,52 @@ class TestCatalog:
         self.write(tmp_path, "bad", 'name = "bad"\n[trigger]\ntype = "ftp"\n')
         with pytest.raises(ManifestError, match=r"bad: trigger\.type"):
             load_functions(tmp_path)
+
+
+class RecordingTransport:
+    """The transport side of a socket, as far as CoalescingTransport uses it: what was sent, and in how many sends."""
+
+    def __init__(self) -> None:
+        self.sends: list[bytes] = []
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.sends.append(data)
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def get_extra_info(self, name: str) -> str:
+        return f"info:{name}"
+
+
+class TestCoalescingTransport:
+    def test_the_writes_of_one_turn_go_out_as_one_send_at_its_end(self) -> None:
+        async def respond() -> tuple[list[bytes], list[bytes]]:
+            inner = RecordingTransport()
+            transport = CoalescingTransport(inner, asyncio.get_running_loop())  # type: ignore[arg-type]
+            transport.write(b"HTTP/1.1 200 OK\r\n\r\n")
+            transport.write(b"body")
+            during = list(inner.sends)
+            await asyncio.sleep(0)
+            return during, inner.sends
+
+        during, after = asyncio.run(respond())
+        assert during == [] and after == [b"HTTP/1.1 200 OK\r\n\r\nbody"]
+
+    def test_close_sends_what_was_written_first_and_the_rest_is_the_transports(self) -> None:
+        async def close() -> RecordingTransport:
+            inner = RecordingTransport()
+            transport = CoalescingTransport(inner, asyncio.get_running_loop())  # type: ignore[arg-type]
+            transport.write(b"last words")
+            transport.close()
+            assert transport.get_extra_info("peername") == "info:peername"
+            transport.write(b"too late")
+            await asyncio.sleep(0)
+            return inner
+
+        inner = asyncio.run(close())
+        assert inner.sends == [b"last words"] and inner.closing

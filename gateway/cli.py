@@ -52,7 +52,7 @@ def up(args: argparse.Namespace) -> int:
 def prepare_backends(settings: Settings) -> None:
     """Create the database schema (and seed), the control plane's tables and the object-store container if missing."""
     settings.home.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(settings.database_url)
+    engine = create_engine(settings.database_url, settings.database_pool_size)
     try:
         migrate(engine, seed=settings.seed_customers)
         versions.metadata.create_all(engine, checkfirst=True)

@@ -591,7 +591,7 @@ class ControlApi:
     ) -> ControlApi:
         """The API of a gateway: executions recorded in the pack's database, run through its internal listener."""
         logs = ReplicaLogs(settings.home / "logs")
-        executions = Executions(create_engine(settings.database_url), session, config.internal_url, logs)
+        executions = Executions(create_engine(settings.database_url, settings.database_pool_size), session, config.internal_url, logs)
         return cls(control, executions, logs, config.token, config.max_body, DeadLetters(settings))
 
     def install(self, app: falcon.asgi.App) -> None:

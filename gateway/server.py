@@ -84,7 +84,7 @@ class Gateway:
             logs=settings.home / "logs",
             start_timeout=config.start_timeout,
         )
-        self.engine = create_engine(settings.database_url)
+        self.engine = create_engine(settings.database_url, settings.database_pool_size)
         repository = Repository(self.engine, open_store(settings))
         self.control = ControlPlane(self.registry, self.supervisor, repository, settings.home / "functions")
         self.api = ControlApi.create(self.control, config, settings, self.session)

@@ -32,7 +32,7 @@ class Context:
     def database(self) -> sa.Engine:
         from runner.database import create_engine
 
-        return create_engine(self.settings.database_url)
+        return create_engine(self.settings.database_url, self.settings.database_pool_size)
 
     @functools.cached_property
     def customers(self) -> CustomerDirectory:

@@ -62,7 +62,7 @@ class CustomerDirectory:
         if settings.shop_database_url:
             table = prestashop_table(settings.shop_table_prefix)
             query = sa.select(table.c.id_customer, table.c.firstname, table.c.lastname, table.c.email)
-            shop = database.create_engine(settings.shop_database_url)
+            shop = database.create_engine(settings.shop_database_url, settings.database_pool_size)
             return cls(shop, query.where(table.c.id_customer == sa.bindparam("id")), seconds)
         table = database.customers
         query = sa.select(table.c.id, table.c.firstname, table.c.lastname, table.c.email)

@@ -11,6 +11,8 @@ import datetime
 
 import sqlalchemy as sa
 
+from runner.settings import DEFAULT_POOL_SIZE
+
 SEED_CUSTOMERS = 10_000
 
 metadata = sa.MetaData()
@@ -77,9 +79,13 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
     cursor.close()
 
 
-def create_engine(url: str, pool_size: int = 5) -> sa.Engine:
+def create_engine(url: str, pool_size: int = DEFAULT_POOL_SIZE) -> sa.Engine:
     """An engine that suits many processes and, on a database server, survives its restarts (pre-ping).
 
+    On a server, the pool keeps ``pool_size`` connections open and makes no
+    more: a request beyond them waits for one (at most 5 s). Connections made
+    past the pool's size would be closed as soon as they are returned, and a
+    new connection costs far more than the wait (a TLS context, a handshake).
     SQLite is a file: its connections never go stale, so they are not pinged.
     """
     if url.startswith("sqlite"):
@@ -90,7 +96,7 @@ def create_engine(url: str, pool_size: int = 5) -> sa.Engine:
         url,
         pool_pre_ping=True,
         pool_size=pool_size,
-        max_overflow=pool_size * 2,
+        max_overflow=0,
         pool_recycle=1800,
         pool_timeout=5,
     )

@@ -14,7 +14,9 @@ from pathlib import Path
 
 from runner.environment import SettingsError, number, whole
 
-__all__ = ["Settings", "SettingsError"]
+__all__ = ["DEFAULT_POOL_SIZE", "Settings", "SettingsError"]
+
+DEFAULT_POOL_SIZE = 10  # database connections a process keeps open (TOMBOLA_DATABASE_POOL_SIZE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +54,7 @@ class Settings:
     retry_backoff: float
     seed_customers: int
     customer_cache_seconds: float
+    database_pool_size: int
 
     @classmethod
     def from_environ(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -95,6 +98,10 @@ class Settings:
             max_attempts=whole(env, "TOMBOLA_MAX_ATTEMPTS", 8, low=1, expected="a whole number of attempts (1 or more)"),
             retry_backoff=number(env, "TOMBOLA_RETRY_BACKOFF", 0.5, expected="a number of seconds (0 or more)"),
             seed_customers=whole(env, "TOMBOLA_SEED_CUSTOMERS", 10_000, expected="a whole number of customers (0 or more)"),
+            database_pool_size=whole(
+                env, "TOMBOLA_DATABASE_POOL_SIZE", DEFAULT_POOL_SIZE, low=1, high=1000,
+                expected="a whole number of connections from 1 to 1000",
+            ),
             customer_cache_seconds=number(
                 env, "TOMBOLA_CUSTOMER_CACHE_SECONDS", 30.0, high=3600, expected="a number of seconds from 0 (no cache) to 3600"
             ),

@@ -81,3 +81,21 @@ def test_release_and_settle_race_has_one_winner(engine):
         assert released.result() != settled.result()
         play = plays.find(engine, customer)
         assert (play is None) == released.result()
+
+
+@pytest.mark.parametrize("server", ["mariadb", "postgres"])
+def test_a_busy_pool_waits_for_its_connections_instead_of_opening_and_closing_more(request, server):
+    engine = database.create_engine(request.getfixturevalue(f"{server}_url"), pool_size=3)
+    opened = []
+    sa.event.listen(engine, "connect", lambda *_: opened.append(1))
+
+    def query(_: int) -> int:
+        with engine.connect() as connection:
+            return connection.execute(sa.text("SELECT 1")).scalar_one()
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(12) as pool:
+            assert sum(pool.map(query, range(240))) == 240
+    finally:
+        engine.dispose()
+    assert len(opened) <= 3

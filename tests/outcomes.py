@@ -63,6 +63,13 @@ class Backends:
         with MARIADB.scratch_database() as database_url, rabbitmq_vhost() as broker_url:
             yield cls(database_url, broker_url, swift, f"{name}-{uuid.uuid4().hex[:8]}")
 
+    @classmethod
+    @contextlib.contextmanager
+    def with_own_swift(cls, name: str) -> Iterator[Backends]:
+        """Like ``fresh``, on a Swift server of their own: a test may stop it."""
+        with SwiftServer() as swift, cls.fresh(swift, name) as fresh:
+            yield fresh
+
     def rows(self) -> dict[int, tuple[str, str]]:
         """Every play row: customer → (status, play id)."""
         engine = sa.create_engine(self.database_url, poolclass=sa.NullPool)

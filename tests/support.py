@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import wsgiref.simple_server
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 import falcon
 import falcon.testing
+import pytest
 
+from gateway.cli import main
 from runner import database
 from runner.app import create_app
 from runner.context import Context
@@ -126,3 +129,32 @@ def replica(name: str, env: Mapping[str, str], log_path: Path) -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """What one ``tombola`` command did: its exit status, stdout and stderr."""
+
+    code: int
+    out: str
+    err: str
+
+
+Tombola = Callable[..., Run]
+
+
+def tombola_against(
+    url: str, token: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Tombola:
+    """Run ``tombola ARGS`` in this process against the gateway at ``url``; never a traceback."""
+    monkeypatch.setenv("TOMBOLA_URL", url)
+    monkeypatch.setenv("TOMBOLA_TOKEN", token)
+
+    def run(*argv: str) -> Run:
+        capsys.readouterr()
+        code = main(list(argv))
+        captured = capsys.readouterr()
+        assert "Traceback" not in captured.err
+        return Run(code, captured.out, captured.err)
+
+    return run

@@ -7,32 +7,22 @@ home, ports and token, so that its deploys leave the other tests alone.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
-from gateway.cli import main
 from tests.pack import Pack
-from tests.support import FUNCTIONS, free_port
+from tests.support import FUNCTIONS, Tombola, free_port, tombola_against
 
 
-@dataclasses.dataclass(frozen=True)
-class Run:
-    code: int
-    out: str
-    err: str
-
-
-Tombola = Callable[..., Run]
 
 
 @pytest.fixture(scope="module")
@@ -45,17 +35,7 @@ def cli_pack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pack]:
 @pytest.fixture
 def tombola(cli_pack: Pack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Tombola:
     """Run ``tombola ARGS`` against the pack; its exit status, stdout and stderr."""
-    monkeypatch.setenv("TOMBOLA_URL", cli_pack.url)
-    monkeypatch.setenv("TOMBOLA_TOKEN", cli_pack.env["TOMBOLA_TOKEN"])
-
-    def run(*argv: str) -> Run:
-        capsys.readouterr()
-        code = main(list(argv))
-        captured = capsys.readouterr()
-        assert "Traceback" not in captured.err
-        return Run(code, captured.out, captured.err)
-
-    return run
+    return tombola_against(cli_pack.url, cli_pack.env["TOMBOLA_TOKEN"], monkeypatch, capsys)
 
 
 def edition(tmp_path: Path, number: int) -> Path:

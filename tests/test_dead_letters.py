@@ -24,7 +24,6 @@ import requests
 import sqlalchemy as sa
 
 from gateway import errors
-from gateway.cli import main
 from gateway.control import ControlError
 from gateway.control_api import ControlApi
 from gateway.dead_letters import DeadLetters, Selection
@@ -33,8 +32,7 @@ from runner.bus import Publisher
 from runner.database import create_engine
 from runner.settings import Settings
 from tests.pack import Pack
-from tests.support import free_port, make_settings
-from tests.test_cli import Run
+from tests.support import Tombola, free_port, make_settings, tombola_against
 from tests.test_function_w1 import message
 
 ATTEMPTS = 3
@@ -201,19 +199,9 @@ def poison_pack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
 
 
 @pytest.fixture
-def tombola(poison_pack: Pack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Callable[..., Run]:
+def tombola(poison_pack: Pack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Tombola:
     """Run ``tombola ARGS`` against the pack's control plane; its exit status, stdout and stderr."""
-    monkeypatch.setenv("TOMBOLA_URL", poison_pack.internal_url)
-    monkeypatch.setenv("TOMBOLA_TOKEN", poison_pack.env["TOMBOLA_TOKEN"])
-
-    def run(*argv: str) -> Run:
-        capsys.readouterr()
-        code = main(list(argv))
-        captured = capsys.readouterr()
-        assert "Traceback" not in captured.err
-        return Run(code, captured.out, captured.err)
-
-    return run
+    return tombola_against(poison_pack.internal_url, poison_pack.env["TOMBOLA_TOKEN"], monkeypatch, capsys)
 
 
 def control(pack: Pack) -> requests.Session:
@@ -237,7 +225,7 @@ def deliveries(pack: Pack, function: str, status: int) -> int:
 
 
 def test_a_poison_play_is_dead_lettered_after_max_attempts_listed_and_replayed_once_fixed(
-    poison_pack: Pack, tombola: Callable[..., Run]
+    poison_pack: Pack, tombola: Tombola
 ) -> None:
     engine = create_engine(f"sqlite:///{poison_pack.home / 'tombola.db'}")
     with engine.begin() as connection:
@@ -284,7 +272,7 @@ def test_a_poison_play_is_dead_lettered_after_max_attempts_listed_and_replayed_o
     engine.dispose()
 
 
-def test_a_malformed_message_is_dead_lettered_at_once_then_purged(poison_pack: Pack, tombola: Callable[..., Run]) -> None:
+def test_a_malformed_message_is_dead_lettered_at_once_then_purged(poison_pack: Pack, tombola: Tombola) -> None:
     broker = {key: value for key, value in poison_pack.env.items() if key == "TOMBOLA_BROKER_URL"}
     settings = make_settings(poison_pack.home, **broker)
     play_id = str(uuid.uuid4())
@@ -327,7 +315,7 @@ def test_a_bad_replay_or_purge_body_is_a_clear_4xx(poison_pack: Pack, body: Any,
         assert answer.json()["description"]
 
 
-def test_dead_letters_need_the_token_and_a_queue_function(poison_pack: Pack, tombola: Callable[..., Run]) -> None:
+def test_dead_letters_need_the_token_and_a_queue_function(poison_pack: Pack, tombola: Tombola) -> None:
     base = f"{poison_pack.internal_url}/v1/functions/w1/dead-letters"
     for method, url in (("GET", base), ("POST", f"{base}/replay"), ("POST", f"{base}/purge")):
         answer = requests.request(method, url, json={"all": True}, timeout=10)

@@ -27,14 +27,13 @@ import pytest
 from tests.faults import PlayLoad, control, health, replicas, status, wait_for
 from tests.outcomes import Accepted, Backends, accepted_answers, assert_exactly_once, play_all, running_pack
 from tests.pack import Pack
-from tests.swift_server import SwiftServer
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def backends():
-    with SwiftServer() as swift, Backends.fresh(swift, "replicas") as fresh:
+    with Backends.with_own_swift("replicas") as fresh:
         yield fresh
 
 

@@ -16,14 +16,13 @@ import requests
 from tests.faults import dead_letters, health, mails_by_customer, picture, replicas, status, wait_for
 from tests.outcomes import Backends, accepted_answers, assert_exactly_once, play_all, running_pack
 from tests.pack import Pack
-from tests.swift_server import SwiftServer
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def backends():
-    with SwiftServer() as swift, Backends.fresh(swift, "store") as fresh:
+    with Backends.with_own_swift("store") as fresh:
         yield fresh
 
 

@@ -27,6 +27,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
@@ -44,6 +45,7 @@ STOP_GRACE = 5.0
 RECONCILE_INTERVAL = 0.5
 DRAIN_POLL = 0.05
 MAX_BACKOFF = 30.0
+STABLE_AFTER = 10.0  # a replica that exits sooner after its start counts as a failed start
 PR_SET_PDEATHSIG = 1
 
 Progress = Callable[[str], None]
@@ -71,6 +73,7 @@ class Child:
     process: subprocess.Popen[bytes]
     log_path: Path
     state: str = "starting"  # then "running", then "stopping"
+    started: float = dataclasses.field(default_factory=time.monotonic)
 
 
 def replica_environment(config: GatewayConfig, settings: Settings, env: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -395,12 +398,16 @@ class LocalSupervisor:
             for child in list(self._children.values()):
                 code = child.process.poll()
                 if code is not None and child.state == "running":
-                    log.error(
-                        "replica exited unexpectedly",
-                        extra={"function": child.replica.function, "replica": child.replica.id, "status": code},
-                    )
+                    name = child.replica.function
+                    extra = {"function": name, "replica": child.replica.id, "status": code}
+                    if not self._stable(child):
+                        extra["retry_in"] = self._back_off(name)
+                    log.error("replica exited unexpectedly", extra=extra)
                     _kill_group(child.process)
                     self._forget(child)
+            for name in list(self._failures):
+                if not self._short(name) and all(self._stable(child) for child in self._running(name)):
+                    self._failures.pop(name)  # its replicas stay up: the next failure starts the backoff anew
             for name in list(self._slots):
                 busy = name in self._repairs or self._lock(name).locked()
                 if not busy and self._short(name) and loop.time() >= self._retry_at.get(name, 0):
@@ -412,15 +419,22 @@ class LocalSupervisor:
             async with self._lock(name):
                 await self._start_missing(name, [], _quiet)
         except ReplicaStartError as error:
-            failures = self._failures.get(name, 0) + 1
-            self._failures[name] = failures
-            delay = min(2.0**failures, MAX_BACKOFF)
-            self._retry_at[name] = asyncio.get_running_loop().time() + delay
-            log.error("replica failed to start", extra={"function": name, "error": str(error), "retry_in": delay})
-        else:
-            self._failures.pop(name, None)
+            log.error("replica failed to start", extra={"function": name, "error": str(error), "retry_in": self._back_off(name)})
         finally:
             self._repairs.pop(name, None)
+
+    @staticmethod
+    def _stable(child: Child) -> bool:
+        """True once ``child`` has run STABLE_AFTER seconds: an exit then is not a crash loop."""
+        return time.monotonic() - child.started >= STABLE_AFTER
+
+    def _back_off(self, name: str) -> float:
+        """Count a failure of ``name``'s replicas; the seconds before the next start: 0, then 2, 4, 8… up to MAX_BACKOFF."""
+        failures = self._failures.get(name, 0) + 1
+        self._failures[name] = failures
+        delay = 0.0 if failures == 1 else min(2.0 ** (failures - 1), MAX_BACKOFF)
+        self._retry_at[name] = asyncio.get_running_loop().time() + delay
+        return delay
 
     async def _stop_reconciling(self) -> None:
         tasks = [*self._repairs.values(), *([self._reconciler] if self._reconciler else [])]

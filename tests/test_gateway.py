@@ -371,3 +371,45 @@ def test_up_then_ctrl_c_leaves_no_process(tmp_path: Path) -> None:
         status = pack.stop()
     assert status == 0
     assert not [pid for pid in replicas if alive(pid)]
+
+
+@pytest.fixture(scope="module")
+def crash_pack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pack]:
+    home = tmp_path_factory.mktemp("crash-loop")
+    functions = home / "functions"
+    write_function(functions, "lone", LONE_MANIFEST)
+    pack = Pack(home / "home", {"TOMBOLA_FUNCTIONS_DIR": str(functions)}).start()
+    try:
+        yield pack
+    finally:
+        pack.stop()
+
+
+def replica_process(pack: Pack, name: str) -> int:
+    """The pid of the one replica process (gunicorn's master) of function ``name`` in ``pack``."""
+    title = f"gunicorn: master [tombola-{name}]".encode()
+    found = [pid for pid in children_of(pack.process.pid) if _cmdline(pid).startswith(title)]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return b""
+
+
+def test_a_replica_that_keeps_crashing_soon_after_its_start_is_restarted_ever_later(crash_pack: Pack) -> None:
+    """A crash loop is not restarted every half second: at once, then after 2, 4… seconds."""
+    gaps = []
+    for _ in range(4):
+        wait_for(lambda: replicas_of(crash_pack, "lone") == (1, 1), 30, "restarted")
+        os.kill(replica_process(crash_pack, "lone"), signal.SIGKILL)
+        crashed = time.monotonic()
+        wait_for(lambda: replicas_of(crash_pack, "lone") != (1, 1), 5, "seen down")
+        wait_for(lambda: replicas_of(crash_pack, "lone") == (1, 1), 30, "restarted")
+        gaps.append(time.monotonic() - crashed)
+    assert gaps[3] > gaps[0] + 5, gaps  # the fourth restart waited 8 s, the first none
+    exits = [json.loads(line) for line in crash_pack.log().splitlines() if '"replica exited unexpectedly"' in line]
+    assert [exit["retry_in"] for exit in exits[-4:]] == [0.0, 2.0, 4.0, 8.0]

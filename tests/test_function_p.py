@@ -180,3 +180,15 @@ def test_parse_customer_id(raw: str, expected: int) -> None:
 def test_parse_customer_id_refuses(raw: str) -> None:
     with pytest.raises(falcon.HTTPBadRequest):
         parse_customer_id(raw)
+
+
+def test_a_revalidated_picture_is_answered_from_its_kept_metadata(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """A stored picture does not change: once P has seen its ETag, it answers 304 without asking the store."""
+    p = _make_p(request, tmp_path, "local")
+    p.store_picture(50)
+    etag = p.client.simulate_get("/user/50/image").headers["ETag"]
+    assert p.client.simulate_get("/user/50/image", headers={"If-None-Match": etag}).status_code == 304
+    objects = tmp_path / "objects"
+    objects.rename(tmp_path / "moved-away")  # the store no longer has the picture
+    assert p.client.simulate_get("/user/50/image", headers={"If-None-Match": etag}).status_code == 304
+    assert p.client.simulate_get("/user/50/image").status_code in (404, 503)  # the picture itself is read each time

@@ -4,7 +4,8 @@
 "url": <image URL>}``, ``{"status": "ko"}`` while there is no picture, or
 ``{"status": "storage_unavailable"}`` (503) when the store cannot be reached.
 ``GET /user/{customer_id}/image`` serves the JPEG itself, with validators for
-conditional requests (answered from the object's metadata alone).
+conditional requests (answered from the object's metadata alone, which a
+replica keeps for MAX_AGE seconds: a stored picture does not change).
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from __future__ import annotations
 import base64
 import datetime
 import logging
+import threading
 
+import cachetools
 import falcon
 
 from runner.context import Context
@@ -22,8 +25,10 @@ from runner.objectstore import ObjectInfo, StoredObject
 from runner.plays import picture_key
 
 JPEG = "image/jpeg"
+MAX_AGE = 60
 # A stored picture does not change, but a customer's picture is theirs alone: private caches only.
-CACHE_CONTROL = ["private", "max-age=60"]
+CACHE_CONTROL = ["private", f"max-age={MAX_AGE}"]
+KNOWN_PICTURES = 50_000
 log = logging.getLogger("tombola.p")
 
 
@@ -62,11 +67,13 @@ class Image:
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+        self._known: cachetools.TTLCache[str, ObjectInfo] = cachetools.TTLCache(KNOWN_PICTURES, MAX_AGE)
+        self._lock = threading.Lock()
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, customer_id: str) -> None:
         key = picture_key(parse_customer_id(customer_id))
         if req.if_none_match or _modified_since(req):
-            info = self.ctx.store.head(key)
+            info = self._info(key)
             if info is not None and _not_modified(req, info):
                 _validators(resp, info)
                 resp.status = falcon.HTTP_304
@@ -77,6 +84,17 @@ class Image:
         _validators(resp, picture)
         resp.content_type = JPEG
         resp.data = picture.data
+
+    def _info(self, key: str) -> ObjectInfo | None:
+        """The stored picture's metadata: kept from an earlier look-up, else asked of the store (and kept)."""
+        with self._lock:
+            info = self._known.get(key)
+        if info is None:
+            info = self.ctx.store.head(key)
+            if info is not None:
+                with self._lock:
+                    self._known[key] = info
+        return info
 
 
 def _not_modified(req: falcon.Request, info: ObjectInfo) -> bool:

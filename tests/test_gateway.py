@@ -153,12 +153,15 @@ def assert_json_error(answer: requests.Response, status: int) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def echo_pack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pack]:
-    home = tmp_path_factory.mktemp("gateway")
-    functions = home / "functions"
-    write_function(functions, "echo", ECHO_MANIFEST)
-    write_function(functions, "hidden", HIDDEN_MANIFEST)
-    write_function(functions, "lone", LONE_MANIFEST)
-    pack = Pack(home / "home", {"TOMBOLA_FUNCTIONS_DIR": str(functions)}).start()
+    manifests = {"echo": ECHO_MANIFEST, "hidden": HIDDEN_MANIFEST, "lone": LONE_MANIFEST}
+    yield from pack_of(tmp_path_factory.mktemp("gateway"), manifests)
+
+
+def pack_of(home: Path, manifests: dict[str, str]) -> Iterator[Pack]:
+    """A running pack of these tiny functions (name → manifest), stopped afterwards."""
+    for name, manifest in manifests.items():
+        write_function(home / "functions", name, manifest)
+    pack = Pack(home / "home", {"TOMBOLA_FUNCTIONS_DIR": str(home / "functions")}).start()
     try:
         yield pack
     finally:
@@ -375,14 +378,7 @@ def test_up_then_ctrl_c_leaves_no_process(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def crash_pack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pack]:
-    home = tmp_path_factory.mktemp("crash-loop")
-    functions = home / "functions"
-    write_function(functions, "lone", LONE_MANIFEST)
-    pack = Pack(home / "home", {"TOMBOLA_FUNCTIONS_DIR": str(functions)}).start()
-    try:
-        yield pack
-    finally:
-        pack.stop()
+    yield from pack_of(tmp_path_factory.mktemp("crash-loop"), {"lone": LONE_MANIFEST})
 
 
 def replica_process(pack: Pack, name: str) -> int:

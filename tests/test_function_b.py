@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
+import json
 import socket
+import threading
 
 import kombu
 import pytest
@@ -102,3 +105,45 @@ def test_play_through_rabbitmq_is_confirmed_and_queued(tmp_path, prize_worker, r
         message = queue.get(no_ack=True)
     assert message is not None and message.decode()["id"] == 17
     assert message.properties["delivery_mode"] == 2
+
+
+class DroppingWorker:
+    """A stand-in for W on a raw socket: drops the first ``drops`` connections once it has read the request, answers the rest."""
+
+    ANSWER = json.dumps({"price": "Mug", "img": base64.b64encode(b"not a real jpeg").decode()}).encode()
+
+    def __init__(self, drops: int) -> None:
+        self.drops = drops
+        self.requests = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            with connection:
+                connection.recv(65536)
+                self.requests += 1
+                if self.requests > self.drops:
+                    head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(self.ANSWER)}\r\n"
+                    connection.sendall(head.encode() + b"Connection: close\r\n\r\n" + self.ANSWER)
+
+
+def test_a_connection_to_w_that_breaks_without_an_answer_is_tried_once_more(tmp_path):
+    worker = DroppingWorker(drops=1)
+    settings = migrated(make_settings(tmp_path, TOMBOLA_W_URL=worker.url))
+    answer = function_client("b", settings).simulate_post("/user/17")
+    assert answer.status_code == 200, answer.text
+    assert answer.json["price"] == "Mug" and worker.requests == 2
+
+
+def test_a_connection_to_w_that_breaks_twice_gives_503_and_the_play_back(tmp_path):
+    worker = DroppingWorker(drops=2)
+    settings = migrated(make_settings(tmp_path, TOMBOLA_W_URL=worker.url))
+    answer = function_client("b", settings).simulate_post("/user/18")
+    assert answer.status_code == 503 and worker.requests == 2
+    assert plays.find(create_engine(settings.database_url), 18) is None

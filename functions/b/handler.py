@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import time
 
 import falcon
 import requests
@@ -33,6 +34,7 @@ from runner.ids import parse_customer_id
 
 log = logging.getLogger("tombola.b")
 MAX_PRICE_LENGTH = 64
+DRAW_ATTEMPTS = 2
 
 
 class PrizeWorker:
@@ -46,17 +48,29 @@ class PrizeWorker:
         self.session.mount("https://", adapter)
 
     def draw(self, customer_id: int, budget: float) -> tuple[str, str]:
-        """Ask W for a prize within ``budget`` seconds; return (price, base64 JPEG)."""
-        if budget <= 0.5:
-            raise BackendUnavailable("prize worker", "no time left for W")
-        try:
-            answer = self.session.get(
-                f"{self.base_url}/play/{customer_id}",
-                headers={TIMEOUT_HEADER: f"{budget:.2f}"},
-                timeout=(min(2.0, budget), budget),
-            )
-        except requests.RequestException as error:
-            raise BackendUnavailable("prize worker", type(error).__name__) from error
+        """Ask W for a prize within ``budget`` seconds; return (price, base64 JPEG).
+
+        A connection that breaks without an answer is tried once more: a kept-alive
+        connection may be closed by the other end just as it is reused. A timeout is not.
+        """
+        deadline = time.monotonic() + budget
+        for attempt in range(1, DRAW_ATTEMPTS + 1):
+            left = deadline - time.monotonic()
+            if left <= 0.5:
+                raise BackendUnavailable("prize worker", "no time left for W")
+            try:
+                answer = self.session.get(
+                    f"{self.base_url}/play/{customer_id}",
+                    headers={TIMEOUT_HEADER: f"{left:.2f}"},
+                    timeout=(min(2.0, left), left),
+                )
+                break
+            except requests.ConnectionError as error:
+                if attempt == DRAW_ATTEMPTS or isinstance(error, requests.Timeout):
+                    raise BackendUnavailable("prize worker", type(error).__name__) from error
+                log.info("connection to W broke, trying again", extra={"customer": customer_id, "error": type(error).__name__})
+            except requests.RequestException as error:
+                raise BackendUnavailable("prize worker", type(error).__name__) from error
         if answer.status_code != 200:
             raise BackendUnavailable("prize worker", f"W answered {answer.status_code}")
         try:

@@ -105,6 +105,19 @@ def _death_signal() -> Callable[[], None] | None:
     return set_death_signal
 
 
+def _started_by(parent: int, pid: object) -> bool:
+    """True when ``pid`` is ``parent`` or its child (a replica's gunicorn worker), read from /proc."""
+    if not isinstance(pid, int):
+        return False
+    if pid == parent:
+        return True
+    try:
+        stat = (Path("/proc") / str(pid) / "stat").read_text()
+    except OSError:
+        return False
+    return int(stat.rsplit(")", 1)[1].split()[1]) == parent
+
+
 def _kill_group(process: subprocess.Popen[bytes]) -> None:
     """SIGKILL what is left of a replica's process group (the group is named after the replica's pid)."""
     with contextlib.suppress(ProcessLookupError):
@@ -349,8 +362,12 @@ class LocalSupervisor:
                 async with asyncio.timeout(1.0):
                     async with self.session.get(f"{child.replica.url}/healthz") as answer:
                         if answer.status == 200:
+                            answered_by = (await answer.json()).get("pid")
+                            if not _started_by(child.process.pid, answered_by):
+                                # Its port was taken between free_port() and the bind: another process answers there.
+                                raise ReplicaStartError(f"{child.replica.id}: another process (pid {answered_by}) holds its port")
                             return
-            except (aiohttp.ClientError, TimeoutError):
+            except (aiohttp.ClientError, TimeoutError, ValueError):
                 pass
             await asyncio.sleep(0.1)
         raise ReplicaStartError(

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +18,7 @@ from gateway.coalescing import CoalescingTransport
 from gateway.config import GatewayConfig
 from gateway.control_token import ensure_token
 from gateway.registry import Registry, RegistryError, Replica
-from gateway.supervisor import replica_environment
+from gateway.supervisor import _started_by, replica_environment
 from runner import manifest
 from runner.manifest import ManifestError
 from runner.settings import Settings, SettingsError
@@ -210,3 +213,15 @@ class TestCoalescingTransport:
 
         inner = asyncio.run(close())
         assert inner.sends == [b"last words"] and inner.closing
+
+
+class TestReplicaIdentity:
+    def test_a_replica_answers_from_its_own_process_or_its_worker(self) -> None:
+        with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"]) as worker:
+            try:
+                assert _started_by(os.getpid(), worker.pid)  # a worker the process started
+                assert _started_by(worker.pid, worker.pid)
+                assert not _started_by(worker.pid, os.getpid())  # another process holding the port
+                assert not _started_by(os.getpid(), None) and not _started_by(os.getpid(), "1")
+            finally:
+                worker.kill()

@@ -9,12 +9,11 @@ so a customer who has just signed up is found at once.
 from __future__ import annotations
 
 import dataclasses
-import threading
 
-import cachetools
 import sqlalchemy as sa
 
 from runner import database
+from runner.kept import KeptLookup
 from runner.settings import Settings
 
 
@@ -41,19 +40,13 @@ def prestashop_table(prefix: str) -> sa.Table:
     )
 
 
-CACHED_CUSTOMERS = 50_000
-
-
 class CustomerDirectory:
     """Looks customers up by id with one parametrised SELECT, and keeps those found for ``cache_seconds``."""
 
     def __init__(self, engine: sa.Engine, query: sa.Select, cache_seconds: float = 0.0) -> None:
         self.engine = engine
         self.query = query
-        self._found: cachetools.TTLCache[int, Customer] | None = (
-            cachetools.TTLCache(CACHED_CUSTOMERS, cache_seconds) if cache_seconds > 0 else None
-        )
-        self._lock = threading.Lock()
+        self._find = KeptLookup(self._select, cache_seconds)
 
     @classmethod
     def from_settings(cls, settings: Settings, engine: sa.Engine) -> CustomerDirectory:
@@ -70,16 +63,7 @@ class CustomerDirectory:
 
     def find(self, customer_id: int) -> Customer | None:
         """The customer ``customer_id``, or None when the shop has no such customer."""
-        if self._found is None:
-            return self._select(customer_id)
-        with self._lock:
-            customer = self._found.get(customer_id)
-        if customer is None:
-            customer = self._select(customer_id)
-            if customer is not None:
-                with self._lock:
-                    self._found[customer_id] = customer
-        return customer
+        return self._find(customer_id)
 
     def _select(self, customer_id: int) -> Customer | None:
         with self.engine.connect() as connection:

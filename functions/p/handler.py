@@ -13,14 +13,13 @@ from __future__ import annotations
 import base64
 import datetime
 import logging
-import threading
 
-import cachetools
 import falcon
 
 from runner.context import Context
 from runner.errors import BackendUnavailable
 from runner.ids import parse_customer_id
+from runner.kept import KeptLookup
 from runner.objectstore import ObjectInfo, StoredObject
 from runner.plays import picture_key
 
@@ -28,7 +27,6 @@ JPEG = "image/jpeg"
 MAX_AGE = 60
 # A stored picture does not change, but a customer's picture is theirs alone: private caches only.
 CACHE_CONTROL = ["private", f"max-age={MAX_AGE}"]
-KNOWN_PICTURES = 50_000
 log = logging.getLogger("tombola.p")
 
 
@@ -67,8 +65,8 @@ class Image:
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-        self._known: cachetools.TTLCache[str, ObjectInfo] = cachetools.TTLCache(KNOWN_PICTURES, MAX_AGE)
-        self._lock = threading.Lock()
+        # A stored picture's metadata; the store itself opens on the first request, not at start.
+        self._info: KeptLookup[str, ObjectInfo] = KeptLookup(lambda key: ctx.store.head(key), MAX_AGE)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, customer_id: str) -> None:
         key = picture_key(parse_customer_id(customer_id))
@@ -84,17 +82,6 @@ class Image:
         _validators(resp, picture)
         resp.content_type = JPEG
         resp.data = picture.data
-
-    def _info(self, key: str) -> ObjectInfo | None:
-        """The stored picture's metadata: kept from an earlier look-up, else asked of the store (and kept)."""
-        with self._lock:
-            info = self._known.get(key)
-        if info is None:
-            info = self.ctx.store.head(key)
-            if info is not None:
-                with self._lock:
-                    self._known[key] = info
-        return info
 
 
 def _not_modified(req: falcon.Request, info: ObjectInfo) -> bool:
